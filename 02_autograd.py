@@ -1,0 +1,323 @@
+"""02 Autograd: how PyTorch computes gradients, and how a model learns from them.
+
+What you will learn
+    - `requires_grad`, and how every operation on such a tensor is recorded, as it runs, in a
+      graph that you can inspect (`grad_fn`, `is_leaf`).
+    - `backward()` and `.grad`: PyTorch finds that the slope of y = x**2 + 3x + 1 at x = 2 is 7.
+    - Why gradients add up until you zero them, and how to stop recording with `torch.no_grad()`
+      and `detach()`.
+    - Gradient descent: taking small steps against the gradient makes a result smaller.
+    - Fitting a straight line to noisy points (linear regression) twice: first with parameters
+      and an update written by hand, then with `nn.Linear`, `nn.MSELoss` and `torch.optim.SGD`,
+      in the same numbered steps as the training loop of 05_train.py.
+
+How to run it
+    python 02_autograd.py                 # a few seconds on a CPU
+    python 02_autograd.py --lr 1.0        # too large a learning rate: watch the loss explode
+    python 02_autograd.py --help          # every flag and its default
+Or run it one `# %%` cell at a time in VS Code or Jupyter.
+
+Reads nothing and writes nothing: everything it shows is printed.
+"""
+
+# %% Setup ---------------------------------------------------------------------------------------
+import argparse
+import sys
+
+import torch
+from torch import nn
+
+import common
+
+parser = argparse.ArgumentParser(description="Lesson 2: autograd, and a line fitted with it.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                    help="where the model of section 9 trains; auto picks CUDA, then Apple MPS, "
+                         "then the CPU")
+parser.add_argument("--seed", type=int, default=0,
+                    help="random seed (the data points and the model's starting weights)")
+parser.add_argument("--lr", type=common.positive_float, default=0.1,
+                    help="learning rate: the step size of every gradient-descent loop here")
+# In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments rather
+# than ours, so there we simply take the defaults.
+args = parser.parse_args([] if "ipykernel" in sys.modules else None)
+
+try:
+    device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
+except common.UserError as error:
+    common.exit_with_error(str(error))
+
+torch.manual_seed(args.seed)  # the same seed gives the same data, the same start, the same output
+torch.set_printoptions(precision=4)  # how tensors are printed, not their values
+
+
+def section(title):
+    """Print a banner line, so the output is as easy to find your way in as the code."""
+    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
+
+
+def first_line(error):
+    """The first line of an exception's message (PyTorch's messages can run on for a while)."""
+    return str(error).splitlines()[0]
+
+
+# %% 1. requires_grad -----------------------------------------------------------------------------
+section("1. requires_grad: asking PyTorch to keep track")
+# Training a network means asking, for every weight: if I nudge this number, how does the loss
+# change? That rate of change is the gradient. Autograd answers the question for every tensor
+# created with requires_grad=True, which is how the weights of a model are created.
+x = torch.tensor(2.0, requires_grad=True)
+print("x:", x)
+print("x.requires_grad:", x.requires_grad, "| x.is_leaf:", x.is_leaf,
+      "(made by you, not computed from other tensors)")
+print("x.grad:", x.grad, "(nothing yet: gradients appear after backward())")
+# Only floating-point (and complex) tensors can require gradients: a slope needs values that can
+# change a little, so torch.tensor(2, requires_grad=True), an integer, raises an error.
+
+
+# %% 2. How operations record a graph -------------------------------------------------------------
+section("2. How operations record a graph")
+# Every operation on a tensor that requires gradients runs as usual and also leaves a note of
+# what it did, in the result's grad_fn. Those notes, linked together, form the graph that
+# backward() will walk. It is built while the code runs: change the code (an `if`, a loop that
+# runs a different number of times) and the next run records a different graph.
+y = x**2 + 3 * x + 1
+print("y = x**2 + 3*x + 1 =", y)  # 4 + 6 + 1 = 11, and the printout names the last operation
+print("y.grad_fn:", type(y.grad_fn).__name__, "| y.is_leaf:", y.is_leaf,
+      "| y.requires_grad:", y.requires_grad, "(inherited from x)")
+
+
+def print_graph(function, depth=0):
+    """Print the backward graph below a grad_fn, one operation per line, inputs indented."""
+    name = type(function).__name__
+    if name == "AccumulateGrad":  # the end of a path: a leaf tensor, whose .grad gets filled
+        leaf = function.variable
+        about = f"holding {leaf.item()}" if leaf.numel() == 1 else f"of shape {tuple(leaf.shape)}"
+        name += f" (adds into .grad of the leaf tensor {about})"
+    print("    " + "    " * depth + name)
+    for next_function, _ in function.next_functions:
+        if next_function is not None:  # None: an input that needs no gradient, like the 1
+            print_graph(next_function, depth + 1)
+
+
+print("the graph recorded for y, from y back to x:")
+print_graph(y.grad_fn)
+# Read it from the bottom up and it is the forward computation: x**2 (PowBackward0) and 3*x
+# (MulBackward0) are added (AddBackward0), then 1 is added (the top AddBackward0). x appears
+# twice, once under each path; remember that for section 4.
+
+
+# %% 3. backward() and .grad ----------------------------------------------------------------------
+section("3. backward() and .grad")
+# y.backward() walks the graph from y back to the leaves, applying the chain rule at each
+# operation, and stores dy/dx in x.grad. By hand: the derivative of x**2 + 3x + 1 is 2x + 3,
+# which at x = 2 is 2*2 + 3 = 7. The 2x comes through the x**2 path, the 3 through the 3*x path.
+y.backward()
+print(f"dy/dx at x = {x.item()}: {x.grad.item()}")
+print(f"by hand: dy/dx = 2x + 3 = 2*{x.item():g} + 3 = {2 * x.item() + 3:g}")
+# To save memory, backward() frees the intermediate values that the graph kept (here x itself,
+# saved by x**2 to compute 2x). A second y.backward() therefore fails. Pass retain_graph=True
+# if you really need to go backward twice; in training you never do, because every step runs a
+# fresh forward pass that records a fresh graph.
+try:
+    y.backward()
+except RuntimeError as error:
+    print("a second y.backward() fails:", first_line(error).split(" (")[0])
+
+
+# %% 4. Gradients accumulate until you zero them --------------------------------------------------
+section("4. Gradients accumulate until you zero them")
+# backward() does not overwrite .grad, it adds to it. That is how x got 2x + 3 in section 3:
+# the two paths to x each brought their share, and the shares were added. The same rule means
+# that a second backward pass adds a second 7 on top of the first.
+
+
+def f(value):
+    """The function of sections 2 to 5: value**2 + 3*value + 1."""
+    return value**2 + 3 * value + 1
+
+
+print("after the first backward: x.grad =", x.grad.item())
+f(x).backward()  # a fresh forward pass (a fresh graph), then backward again
+print("after a second backward, without zeroing: x.grad =", x.grad.item(), "(7 + 7)")
+# So before each backward pass of a training loop, the old gradients must be cleared, or every
+# step would follow the sum of all gradients so far. optimizer.zero_grad() does it for a model;
+# by default it sets .grad to None, which saves memory and counts as zero at the next backward.
+x.grad.zero_()  # in place (the trailing underscore): fill x.grad with zeros
+f(x).backward()
+print("after x.grad.zero_() and one more backward: x.grad =", x.grad.item())
+# (Adding up is a feature: with too little memory for a large batch, you can run backward on a
+# few small batches and step once, and the gradients add up to those of the large batch.)
+
+
+# %% 5. Gradients of vectors: backward needs one number --------------------------------------------
+section("5. Gradients of a sum and of a mean")
+# backward() with no argument needs a result that is a single number, which a loss always is.
+# For a tensor of results, first reduce them to one number: a sum or a mean.
+v = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+try:
+    (v**2).backward()
+except RuntimeError as error:
+    print("(v**2).backward() fails:", first_line(error))
+(v**2).sum().backward()
+print("v:", v.detach(), "| gradient of (v**2).sum(): v.grad =", v.grad, "(that is 2v)")
+v.grad = None  # the other way to clear a gradient, the one optimizer.zero_grad() uses
+(v**2).mean().backward()
+print("gradient of (v**2).mean(): v.grad =", v.grad, "(2v / 3)")
+# A mean divides every gradient by the number of elements. That is why losses are usually
+# averaged over the batch: the size of the gradient, and so a good learning rate, then hardly
+# depends on the batch size.
+
+
+# %% 6. torch.no_grad() and detach() --------------------------------------------------------------
+section("6. torch.no_grad() and detach()")
+# Recording costs memory and time. Inside `with torch.no_grad():` nothing is recorded, and results
+# do not require gradients. Use it whenever you only want numbers: evaluating a model, and
+# changing the weights themselves, as in the next section.
+with torch.no_grad():
+    doubled = x * 2
+print("x * 2 under no_grad: requires_grad", doubled.requires_grad, "| grad_fn", doubled.grad_fn)
+# (model.eval(), which 06_evaluate.py uses, is something else: it switches layers such as dropout
+# to their evaluation behaviour but records as usual. Evaluation code uses both.
+# torch.inference_mode() is a stricter, slightly faster no_grad.)
+
+# Changing a leaf that requires gradients in place, outside no_grad, is refused: autograd would
+# have to record the change as one more operation, and the weight would no longer be a leaf but
+# the result of a computation. A weight update is not part of the model's computation, so it
+# belongs under no_grad.
+try:
+    x -= 0.1 * x.grad
+except RuntimeError as error:
+    print("x -= 0.1 * x.grad outside no_grad fails:", first_line(error))
+# detach() returns a tensor with the same values (sharing memory) that is cut off from the
+# graph. Use it to keep a value for logging or plotting, or before .numpy(); for a single number
+# .item() gives a plain Python float.
+tripled = x * 3
+print("x * 3:", tripled, "| (x * 3).detach():", tripled.detach(),
+      "| requires_grad after detach:", tripled.detach().requires_grad)
+
+
+# %% 7. Gradient descent on one number ------------------------------------------------------------
+section("7. Gradient descent: step against the gradient")
+# The gradient points in the direction in which y grows fastest. A small step the other way makes
+# y smaller: x_new = x - lr * dy/dx, where the learning rate lr sets the step size. Repeat, and x
+# walks towards the minimum of y, which for x**2 + 3x + 1 is at x = -1.5 (where 2x + 3 = 0).
+# With a learning rate that is too large, the steps overshoot; try --lr 1.0 (it swings back and
+# forth forever) or --lr 1.1 (it flies off).
+with torch.no_grad():
+    x.fill_(2.0)  # start again from x = 2 (fill_ is in place, hence the no_grad)
+for step in range(51):
+    y = f(x)
+    x.grad = None
+    y.backward()
+    if step % 10 == 0:
+        print(f"step {step:2d}: x = {x.item():8.4f}, y = {y.item():8.4f}, "
+              f"dy/dx = {x.grad.item():8.4f}")
+    with torch.no_grad():  # the update itself must not be recorded
+        x -= args.lr * x.grad
+print("the minimum is at x = -1.5, where y = -1.25")
+
+
+# %% 8. Linear regression, by hand ----------------------------------------------------------------
+section("8. Fitting a line by hand")
+# Now the same idea on a real (small) learning problem. We make 1,000 noisy points around the line
+# y = 2x - 1 and ask gradient descent to find the weight (2) and the bias (-1) from the points.
+num_samples = 1000
+true_weight, true_bias = 2.0, -1.0
+noise_std = 0.05
+# Shape (1000, 1): one row per sample, one column per input feature. That is the layout nn.Linear
+# expects (batch, features). The targets get the same shape as the predictions will have, so
+# that prediction - target is element by element (see broadcasting in 01_tensors.py).
+inputs = torch.rand(num_samples, 1) * 4 - 2  # uniform in [-2, 2)
+targets = true_weight * inputs + true_bias + noise_std * torch.randn(num_samples, 1)
+print("inputs:", tuple(inputs.shape), "| targets:", tuple(targets.shape))
+# With noise, the data cannot pin down 2 and -1 exactly. The best any method can do is the
+# least-squares line, which linear algebra gives directly: the reference to compare with.
+design = torch.cat([inputs, torch.ones_like(inputs)], dim=1)  # columns: x and 1
+best_weight, best_bias = torch.linalg.lstsq(design, targets).solution.flatten().tolist()
+print(f"least squares (the best fit to these points): weight={best_weight:.4f} "
+      f"bias={best_bias:.4f}")
+print(f"the noise alone costs a mean squared error of about {noise_std}**2 = {noise_std**2:.4f}")
+
+# The model is prediction = weight * x + bias, with two parameters that require gradients. They
+# start at zero; gradient descent does the rest. The loss is the mean squared error (MSE).
+weight = torch.zeros(1, requires_grad=True)
+bias = torch.zeros(1, requires_grad=True)
+num_steps = 100
+for step in range(num_steps):
+    predictions = inputs * weight + bias  # (1000, 1) * (1,) + (1,) -> (1000, 1): broadcasting
+    loss = ((predictions - targets) ** 2).mean()
+    loss.backward()
+    if step == 0:
+        # Check autograd against calculus: for L = mean((w*x + b - y)**2) the derivatives are
+        # dL/dw = mean(2 * error * x) and dL/db = mean(2 * error), with error = prediction - y.
+        error = predictions.detach() - targets
+        print("autograd's gradients equal the formulas mean(2*error*x) and mean(2*error):",
+              torch.allclose(weight.grad, (2 * error * inputs).mean())
+              and torch.allclose(bias.grad, (2 * error).mean()))
+    if step % 20 == 0 or step == num_steps - 1:
+        print(f"step {step:3d}: loss {loss.item():.5f}, weight {weight.item():.4f}, "
+              f"bias {bias.item():.4f}")
+    with torch.no_grad():  # update the parameters without recording it
+        weight -= args.lr * weight.grad
+        bias -= args.lr * bias.grad
+    weight.grad = None  # clear the gradients for the next step (section 4)
+    bias.grad = None
+print(f"by hand: weight={weight.item():.4f} bias={bias.item():.4f} "
+      f"(true: weight={true_weight} bias={true_bias})")
+
+
+# %% 9. Linear regression, the PyTorch way --------------------------------------------------------
+section("9. Fitting a line with nn.Linear, nn.MSELoss and torch.optim.SGD")
+# The same fit with the building blocks every PyTorch model uses:
+#   - nn.Linear(1, 1) holds a weight of shape (1, 1) and a bias of shape (1,), both created with
+#     requires_grad=True and random starting values, and computes inputs @ weight.T + bias;
+#   - nn.MSELoss() computes the mean squared error;
+#   - torch.optim.SGD does the update we wrote by hand (param -= lr * param.grad, for every
+#     parameter it was given) in step(), and clears the gradients in zero_grad().
+# And one change that real training always makes: each step sees a small random batch of the
+# points, not all of them. Each step is then cheaper, and only one batch at a time has to be on
+# the GPU.
+model = nn.Linear(in_features=1, out_features=1)
+model.to(device)  # for a module, .to moves the parameters in place (01_tensors.py, section 10)
+loss_fn = nn.MSELoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+for name, parameter in model.named_parameters():
+    print(f"{name}: shape {tuple(parameter.shape)}, starts at {parameter.item():.4f}, "
+          f"requires_grad {parameter.requires_grad}")
+print("training on", device)
+
+batch_size = 100
+num_epochs = 10  # an epoch is one pass over all the points: 10 batches of 100 here
+for epoch in range(1, num_epochs + 1):
+    order = torch.randperm(num_samples)  # a new random order every epoch ("shuffling")
+    epoch_loss = 0.0
+    for start in range(0, num_samples, batch_size):
+        # 1 get a batch (03_data.py hands this job to a DataLoader)
+        batch_indices = order[start:start + batch_size]
+        batch_inputs, batch_targets = inputs[batch_indices], targets[batch_indices]
+        # 2 move the batch to the device, where the model is
+        batch_inputs, batch_targets = batch_inputs.to(device), batch_targets.to(device)
+        # 3 zero the gradients (or they would add up over the steps, section 4)
+        optimizer.zero_grad()
+        # 4 forward pass: calling the model runs its forward() and records the graph
+        predictions = model(batch_inputs)
+        # 5 loss: one number that says how wrong the predictions are
+        loss = loss_fn(predictions, batch_targets)
+        # 6 backward pass: fills .grad of every parameter
+        loss.backward()
+        # 7 optimizer.step(): every parameter takes a step against its gradient
+        optimizer.step()
+        epoch_loss += loss.item() * len(batch_indices)  # .item(): a plain number, no graph
+    print(f"epoch {epoch:2d}: mean loss {epoch_loss / num_samples:.5f}")
+
+learned_weight = model.weight.item()
+learned_bias = model.bias.item()
+print(f"learned: weight={learned_weight:.4f} bias={learned_bias:.4f} "
+      f"(true: weight={true_weight} bias={true_bias})")
+print(f"least squares:   weight={best_weight:.4f} bias={best_bias:.4f}")
+# What to look at: the loss falls to about the noise level and stays there, and both fits agree
+# with the least-squares line to a few thousandths; that line itself is off the true one by about
+# as much, because of the noise. The loop above is the training loop of 05_train.py; only the
+# model (a CNN), the loss (cross-entropy) and the data (images) will change.
+print("\nNext, 03_data.py: loading CIFAR-10 images in batches.")

@@ -1,0 +1,122 @@
+"""Tests for 02_autograd.py: the gradients it prints are right and the line fits converge."""
+
+import re
+
+import pytest
+
+SCRIPT = "02_autograd.py"
+TOLERANCE = 1e-2  # how close a fitted parameter must be to the true one
+_results = {}
+
+
+def run_once(run, *args):
+    """Run the script with these arguments once per test session and reuse the result.
+
+    Every run pays for importing torch, so tests that read the same output share one run.
+    """
+    key = tuple(str(arg) for arg in args)
+    if key not in _results:
+        _results[key] = run(SCRIPT, *key, timeout=120)
+    return _results[key]
+
+
+def stdout_of(run, *args):
+    """The stdout of a run that must succeed."""
+    result = run_once(run, *args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def output(run):
+    """The stdout of the default run (seed 0, learning rate 0.1), on the CPU."""
+    return stdout_of(run, "--device", "cpu")
+
+
+def parse_fit(output, label):
+    """The (weight, bias) on the line '<label>: weight=W bias=B ...', and the true ones if given."""
+    match = re.search(rf"^{label}: +weight=(\S+) bias=(\S+)(?: \(true: weight=(\S+) bias=(\S+)\))?",
+                      output, flags=re.MULTILINE)
+    assert match, f"no '{label}: weight=... bias=...' line"
+    return [float(value) if value is not None else None for value in match.groups()]
+
+
+def test_help_exits_cleanly(run):
+    result = run_once(run, "--help")
+    assert result.returncode == 0
+    for flag in ("--device", "--seed", "--lr"):
+        assert flag in result.stdout
+
+
+def test_gradient_of_the_polynomial_is_7(output):
+    # y = x**2 + 3x + 1 has dy/dx = 2x + 3, which is 7 at x = 2.
+    match = re.search(r"^dy/dx at x = (\S+): (\S+)$", output, flags=re.MULTILINE)
+    assert match, "no 'dy/dx at x = ...' line"
+    x_value, gradient = float(match.group(1)), float(match.group(2))
+    assert x_value == 2.0
+    assert gradient == pytest.approx(2 * x_value + 3)
+    assert gradient == pytest.approx(7.0)
+
+
+def test_the_graph_is_printed(output):
+    for operation in ("AddBackward0", "PowBackward0", "MulBackward0", "AccumulateGrad"):
+        assert operation in output
+    assert "a second y.backward() fails: Trying to backward through the graph" in output
+
+
+def test_gradients_accumulate_until_zeroed(output):
+    values = [float(value) for value in re.findall(r"x\.grad = (\S+)", output)]
+    assert values[:3] == pytest.approx([7.0, 14.0, 7.0])
+    accumulated = output.index("without zeroing: x.grad = 14.0")
+    zeroed = output.index("after x.grad.zero_() and one more backward: x.grad = 7.0")
+    assert accumulated < zeroed
+
+
+def test_vector_gradients_and_no_grad(output):
+    assert "v.grad = tensor([2., 4., 6.])" in output  # d/dv of sum(v**2) is 2v
+    assert "v.grad = tensor([0.6667, 1.3333, 2.0000])" in output  # of mean(v**2): 2v/3
+    assert "x * 2 under no_grad: requires_grad False | grad_fn None" in output
+    assert "requires_grad after detach: False" in output
+
+
+def test_gradient_descent_finds_the_minimum(output):
+    steps = re.findall(r"^step +\d+: x = +(\S+), y = +(\S+),", output, flags=re.MULTILINE)
+    x_last, y_last = (float(value) for value in steps[-1])
+    assert x_last == pytest.approx(-1.5, abs=1e-3)
+    assert y_last == pytest.approx(-1.25, abs=1e-3)
+
+
+def test_autograd_matches_the_calculus(output):
+    assert re.search(r"autograd's gradients equal the formulas .*: True$", output,
+                     flags=re.MULTILINE)
+
+
+def check_fits(output):
+    """Both fits land within TOLERANCE of the true line, and the loss falls to the noise level."""
+    for label in ("by hand", "learned"):
+        weight, bias, true_weight, true_bias = parse_fit(output, label)
+        assert (true_weight, true_bias) == (2.0, -1.0)
+        assert weight == pytest.approx(true_weight, abs=TOLERANCE), label
+        assert bias == pytest.approx(true_bias, abs=TOLERANCE), label
+    # Gradient descent should reach the least-squares line, up to mini-batch jitter.
+    best_weight, best_bias, _, _ = parse_fit(output, "least squares")
+    learned_weight, learned_bias, _, _ = parse_fit(output, "learned")
+    assert learned_weight == pytest.approx(best_weight, abs=5e-3)
+    assert learned_bias == pytest.approx(best_bias, abs=5e-3)
+    losses = [float(value) for value in re.findall(r"^epoch +\d+: mean loss (\S+)$", output,
+                                                    flags=re.MULTILINE)]
+    assert len(losses) == 10
+    assert losses[-1] < losses[0] / 10
+    assert losses[-1] < 2 * 0.05**2  # about the noise variance: nothing left to learn
+
+
+def test_fitted_line_is_close_to_the_true_one(output):
+    check_fits(output)
+
+
+def test_another_seed_also_fits(run, output):
+    # Different data and starting weights: the fit must not depend on a lucky seed.
+    other = stdout_of(run, "--device", "cpu", "--seed", 1)
+    assert parse_fit(other, "learned") != parse_fit(output, "learned")
+    check_fits(other)
