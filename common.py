@@ -147,6 +147,8 @@ def make_parser(description, batch_size=512):
                       help="DataLoader worker processes (0 loads batches in the main process)")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
                       help="images per batch")
+    data.add_argument("--output-dir", type=Path, default=OUTPUT_DIR,
+                      help="where figures and other outputs are written")
     return parser
 
 
