@@ -42,16 +42,22 @@ WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to 
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
 END_FACTOR = 0.001  # and the decay ends at peak / 1000
 AUGMENT_PADDING = 4  # random crops shift an image by up to 4 pixels
+DEFAULT_BATCH_SIZE = {"small": 256, "large": 512}  # used when --batch-size is not given
+PEAK_LR_PER_512_IMAGES = 0.6  # the default --lr is this x batch size / 512
 
 
 def parse_args():
     """The command line: the shared data flags (common.make_parser) plus the training ones."""
-    parser = common.make_parser("Train the CIFAR-10 network and save checkpoints.", batch_size=512)
+    parser = common.make_parser(
+        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
+        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
+        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
+        batch_size=None)
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=common.positive_int, default=10,
                           help="passes over the training images")
-    training.add_argument("--lr", type=common.positive_float, default=0.6,
-                          help="peak learning rate (reached after the warm-up)")
+    training.add_argument("--lr", type=common.positive_float,
+                          help="peak learning rate, reached after the warm-up (default: see above)")
     training.add_argument("--model-size", choices=sorted(common.model_module().MODEL_SIZES),
                           default="small", help="small trains on a CPU; large is for a GPU")
     training.add_argument("--weight-decay", type=float, default=5e-4,
@@ -71,6 +77,12 @@ def parse_args():
         parser.error("--label-smoothing must be at least 0 and less than 1")
     if args.weight_decay < 0:
         parser.error("--weight-decay must be 0 or more")
+    if args.batch_size is None:
+        args.batch_size = DEFAULT_BATCH_SIZE[args.model_size]
+    if args.lr is None:
+        # The linear scaling rule: a batch twice as big averages the gradient over twice as many
+        # images, so its steps are less noisy and can be twice as long.
+        args.lr = PEAK_LR_PER_512_IMAGES * args.batch_size / 512
     return args
 
 

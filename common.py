@@ -124,7 +124,7 @@ def make_parser(description, batch_size=512):
 
     Args:
         description: one line shown at the top of `--help`.
-        batch_size: this script's default for `--batch-size`.
+        batch_size: this script's default for `--batch-size`; None if the script picks one later.
 
     Returns:
         An argparse.ArgumentParser; the script adds its own flags and calls parse_args().
@@ -146,7 +146,8 @@ def make_parser(description, batch_size=512):
     data.add_argument("--workers", type=non_negative_int, default=0,
                       help="DataLoader worker processes (0 loads batches in the main process)")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
-                      help="images per batch")
+                      help="images per batch" + ("" if batch_size else
+                                                 " (default: %(default)s, so the script chooses; see above)"))
     data.add_argument("--output-dir", type=Path, default=OUTPUT_DIR,
                       help="where figures and other outputs are written")
     return parser
