@@ -276,8 +276,9 @@ def load_split(data_dir, split, fake_data=False):
         fake = datasets.FakeData(size=size, image_size=(3, IMAGE_SIZE, IMAGE_SIZE),
                                  num_classes=len(CIFAR10_CLASSES),
                                  random_offset=0 if split == "train" else 10**6)
-        images = _pil_images_to_tensor(fake[i][0] for i in range(size))
-        labels = torch.tensor([int(fake[i][1]) for i in range(size)])
+        samples = [fake[i] for i in range(size)]  # (PIL image, label) pairs
+        images = _pil_images_to_tensor(image for image, _ in samples)
+        labels = torch.tensor([int(label) for _, label in samples])
         return images, labels, CIFAR10_CLASSES
     if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
         return _read_image_folder(data_dir / split)
