@@ -87,7 +87,25 @@ def parse_args():
     return args
 
 
-# %% The learning-rate schedule -------------------------------------------------------------------
+# %% The optimizer and the learning-rate schedule --------------------------------------------------
+def make_optimizer(model, lr, weight_decay):
+    """SGD with Nesterov momentum, and weight decay on the weight matrices and filters only.
+
+    Momentum: each update follows a running average of recent gradients, which smooths out the
+    noise of single batches. Nesterov: the gradient is taken a little ahead along that average,
+    which corrects an overshoot sooner. Weight decay pulls weights towards 0 so the network does
+    not rely on a few large ones; it is not applied to BatchNorm's scales and shifts or to biases
+    (the 1-dimensional parameters): they are few, and shrinking them only fights the normalisation.
+    """
+    decayed = [p for p in model.parameters() if p.ndim > 1]
+    not_decayed = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD(
+        [{"params": decayed, "weight_decay": weight_decay},
+         {"params": not_decayed, "weight_decay": 0.0}],
+        lr=lr, momentum=MOMENTUM, nesterov=True)
+
+
+
 def make_scheduler(optimizer, total_steps):
     """Warm up linearly from START_FACTOR x lr to lr, then decay linearly to END_FACTOR x lr.
 
@@ -250,17 +268,7 @@ def main():
     # network is not pushed to be ever more certain: it generalises better.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
-    # Weight decay pulls weights towards 0, which keeps the network from relying on a few large
-    # ones. It is applied to the convolution and linear weights only: BatchNorm's scales and
-    # shifts are few, and shrinking them would only fight the normalisation.
-    decayed = [p for p in model.parameters() if p.ndim > 1]
-    not_decayed = [p for p in model.parameters() if p.ndim <= 1]
-    # SGD with Nesterov momentum: the update follows a running average of gradients (momentum),
-    # evaluated a little ahead along that average (Nesterov), which corrects overshoot sooner.
-    optimizer = torch.optim.SGD(
-        [{"params": decayed, "weight_decay": args.weight_decay},
-         {"params": not_decayed, "weight_decay": 0.0}],
-        lr=args.lr, momentum=MOMENTUM, nesterov=True)
+    optimizer = make_optimizer(model, args.lr, args.weight_decay)
     steps_per_epoch = 1 if args.dry_run else len(train_loader)
     scheduler = make_scheduler(optimizer, total_steps=args.epochs * steps_per_epoch)
 

@@ -243,12 +243,7 @@ def build_training(train_args, num_classes, steps_per_epoch, device):
     model = common.model_module().build_model(train_args.model_size, num_classes=num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing)
-    decayed = [p for p in model.parameters() if p.ndim > 1]
-    not_decayed = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decayed, "weight_decay": train_args.weight_decay},
-         {"params": not_decayed, "weight_decay": 0.0}],
-        lr=train_args.lr, momentum=train.MOMENTUM, nesterov=True)
+    optimizer = train.make_optimizer(model, train_args.lr, train_args.weight_decay)
     # The schedule of a full run: the benchmark's few steps stay early in its warm-up, where the
     # learning rate is low, as in the first batches of a real run.
     scheduler = train.make_scheduler(optimizer, total_steps=train_args.epochs * steps_per_epoch)
