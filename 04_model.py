@@ -1,29 +1,49 @@
-"""04 - The model: a convolutional network for CIFAR-10, as an nn.Module.
+"""04 The model: a convolutional network for CIFAR-10, written as an nn.Module.
 
 What you will learn
-    - how a network is a Python class: layers made in __init__, data flow written in forward
-    - what each layer does (Conv2d, BatchNorm2d, GELU, MaxPool2d, Linear) and why it is there
-    - the same network written with nn.Sequential, and when to prefer which
-    - how the shape of a batch changes layer by layer, and where the parameters are
+    - How a network is a Python class: its layers are made in __init__, and forward says how the
+      data flows through them. Why subclassing nn.Module pays: parameters are registered for you,
+      and .to(device), train()/eval() and state_dict() then work on the whole network at once.
+    - What each layer does (Conv2d, BatchNorm2d, GELU, MaxPool2d, Linear) and why it is there.
+    - The same network written with nn.Sequential, and when to prefer which.
+    - How the shape of a batch changes layer by layer, and the formula behind it.
+    - Where the parameters are, counted layer by layer.
+    - How train() and eval() change what batch-norm does.
+    - Why the network outputs raw scores (logits) and no softmax, and what softmax makes of them.
+    - How to draw the architecture: outputs/model_architecture.png.
 
-Run it
-    python 04_model.py                      # the default, CPU-friendly size
-    python 04_model.py --model-size large   # the size meant for a GPU
+How to run it
+    python 04_model.py                      # the default size, made for a CPU
+    python 04_model.py --model-size large   # the size made for a GPU (a forward pass runs anywhere)
+    python 04_model.py --help               # every flag and its default
+Or run it one `# %%` cell at a time in VS Code or Jupyter. It takes a few seconds on a CPU.
 
-Reads nothing. Writes outputs/model_architecture.png (a diagram of the network).
+Reads nothing: the network is fed random numbers, because an untrained network is all there is
+to look at yet. Writes outputs/model_architecture.png, a diagram of the network.
 
-The class defined here, CifarNet, is the one that 05_train.py trains and 06-08 load: they get it
-through common.model_module(), so there is exactly one definition of the network.
+The class defined here, CifarNet, is the one that 05_train.py trains and 06-08 load. They get it
+through common.model_module().build_model(...), so the network is defined once, in this file.
+Importing this file only defines things; the lesson runs from main().
 """
 
-# %% Imports
+# %% Imports --------------------------------------------------------------------------------------
+import argparse
+import math
+import sys
+from collections import OrderedDict
+from fractions import Fraction
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+import common
 
 # %% The building block ---------------------------------------------------------------------------
 # The network's sizes, by name. Each tuple gives the channels after the stem and after each of the
-# three blocks. "small" trains 10 epochs on a laptop CPU in about a quarter of an hour; "large" has
-# about 30 times more parameters and is meant for a GPU (10 epochs in seconds on an H100).
+# three blocks. "small" (0.30 million parameters) trains 10 epochs on a laptop CPU in about a
+# quarter of an hour; "large" has about 60 times as many (17.7 million) and is meant for a GPU
+# (10 epochs in seconds on an H100).
 MODEL_SIZES = {
     "small": (24, 32, 64, 128),
     "large": (64, 192, 768, 768),
@@ -43,7 +63,9 @@ class ConvBlock(nn.Module):
         # bias=False because the batch-norm right after it adds its own bias.
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
         # Max-pooling keeps the largest value of each 2x2 patch: half the height and width, so the
-        # next layers see a wider part of the image for the same cost.
+        # next layers see a wider part of the image for the same cost. Pooling straight after the
+        # first convolution also means the batch-norm and GELU below work on a quarter of the
+        # pixels.
         self.pool = nn.MaxPool2d(kernel_size=2)
         # Batch-norm rescales each channel to mean 0 and variance 1 over the batch (then learns a
         # scale and a shift). It keeps activations in a good range, so a high learning rate works.
@@ -52,6 +74,7 @@ class ConvBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(out_channels)
         # GELU is a smooth ReLU: it lets positive values through and squashes negative ones
         # towards 0. Without a non-linearity, stacked layers would collapse into one linear map.
+        # It has no parameters, so one module can serve both places in forward.
         self.activation = nn.GELU()
 
     def forward(self, x):
@@ -121,13 +144,614 @@ def build_model(size="small", num_classes=10):
     return CifarNet(size=size, num_classes=num_classes)
 
 
-def main():
-    model = build_model()
+# %% The same network with nn.Sequential ----------------------------------------------------------
+class Scale(nn.Module):
+    """Multiply the input by a constant: CifarNet's `* logit_scale`, as a layer.
+
+    nn.Sequential can only chain modules, so even one multiplication has to become a module
+    before it can take its place in the chain.
+    """
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor  # a plain float: not a parameter, not in the state_dict
+
+    def forward(self, x):
+        return x * self.factor
+
+    def extra_repr(self):
+        return f"factor={self.factor}"  # what print(model) shows between the parentheses
+
+
+def build_sequential(size="small", num_classes=10):
+    """CifarNet rebuilt as nested nn.Sequential containers: the same layers in the same order.
+
+    Every layer is named as in CifarNet ("stem.0", "blocks.1.conv2", "classifier", ...), so the
+    two networks have the same state_dict keys and a CifarNet's weights load into this one as they
+    are, and then both compute the same outputs.
+
+    Args:
+        size: a key of MODEL_SIZES.
+        num_classes: how many classes to score.
+
+    Returns:
+        An nn.Sequential with freshly initialised weights.
+    """
+    if size not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+    stem_width, *block_widths = MODEL_SIZES[size]
+
+    def conv_block(in_channels, out_channels):
+        # Passing an OrderedDict to nn.Sequential names its layers (passed one by one, they are
+        # numbered 0, 1, ...). The order is the order of ConvBlock.forward; ConvBlock's one GELU,
+        # called twice there, becomes two layers here.
+        return nn.Sequential(OrderedDict({
+            "conv1": nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            "pool": nn.MaxPool2d(kernel_size=2),
+            "norm1": nn.BatchNorm2d(out_channels),
+            "activation1": nn.GELU(),
+            "conv2": nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            "norm2": nn.BatchNorm2d(out_channels),
+            "activation2": nn.GELU(),
+        }))
+
+    return nn.Sequential(OrderedDict({
+        "stem": nn.Sequential(
+            nn.Conv2d(3, stem_width, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.GELU(),
+        ),
+        "blocks": nn.Sequential(
+            conv_block(stem_width, block_widths[0]),
+            conv_block(block_widths[0], block_widths[1]),
+            conv_block(block_widths[1], block_widths[2]),
+        ),
+        "pool": nn.AdaptiveMaxPool2d(1),
+        "flatten": nn.Flatten(),
+        "classifier": nn.Linear(block_widths[2], num_classes, bias=False),
+        "scale": Scale(1 / 8),  # CifarNet's logit_scale
+    }))
+
+
+# %% The lesson -----------------------------------------------------------------------------------
+# Everything below runs only from main(), so that `import`ing this file (as 05-08 do through
+# common.model_module()) defines the network and does nothing else. Each section is a function;
+# main(), at the bottom, calls them in order.
+
+# Images in the example batch, by model size: enough for batch-norm's statistics, and few enough
+# that the large network's forward passes (60 times the work) stay quick on a CPU too.
+BATCH_SIZES = {"small": 8, "large": 2}
+
+
+def section(title):
+    """Print a banner line, so the output is as easy to find your way in as the code."""
+    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
+
+
+def shape_of(tensor):
+    """A tensor's shape as a plain tuple, which prints as (8, 3, 32, 32)."""
+    return tuple(tensor.shape)
+
+
+def max_difference(a, b):
+    """The largest absolute difference between two tensors of the same shape, as a float."""
+    return (a - b).abs().max().item()
+
+
+# %% 1. A network is a class ----------------------------------------------------------------------
+def show_the_module(model, images, device):
+    """Section 1: print the model, call it, and look at what nn.Module does for us."""
+    section("1. A network is a class: __init__ makes the layers, forward wires them")
+    # Printing a module lists the layers that __init__ created, nested the way they were
+    # assigned: `stem` and `blocks` are nn.Sequential containers, each block is a ConvBlock.
+    # forward() is not shown: the printout lists the parts, not how the data flows (section 3).
     print(model)
-    images = torch.randn(8, 3, 32, 32)
-    print("output shape:", tuple(model(images).shape))
-    print("parameters:", sum(p.numel() for p in model.parameters()))
+
+    # Calling the model runs its forward(). Call model(images), not model.forward(images): the
+    # call goes through nn.Module.__call__, which also runs any hooks (section 3 uses them).
+    outputs = model(images)
+    print(f"\nmodel(images): {shape_of(images)} -> {shape_of(outputs)}, one score per class "
+          "for each image")
+    # As in 02_autograd.py, the output remembers how it was computed, ready for backward():
+    print("the output's grad_fn:", type(outputs.grad_fn).__name__,
+          "(the last operation of forward: the multiplication by logit_scale)")
+
+    # Why subclass nn.Module rather than write a plain class? Because assigning a layer (or an
+    # nn.Parameter) to `self.something` in __init__ registers it: nn.Module keeps a list of its
+    # submodules and their parameters. Everything below relies on that list.
+    parameters = list(model.parameters())
+    print(f"\nmodel.parameters(): {len(parameters)} tensors, found in every nested layer, e.g.")
+    for name, parameter in list(model.named_parameters())[:3]:
+        print(f"    {name:20s} {str(shape_of(parameter)):16s} "
+              f"requires_grad={parameter.requires_grad}")
+    # That list is what you hand to an optimizer: torch.optim.SGD(model.parameters(), lr=0.1).
+    # logit_scale is a plain float, not an nn.Parameter, so it is not in the list: it is a
+    # constant the optimizer must not change.
+
+    # The classic mistake: layers kept in a plain Python list are invisible to nn.Module. They
+    # compute, but they are not trained, not moved by .to() and not saved. nn.ModuleList (or
+    # nn.Sequential) registers them.
+    class PlainList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(4, 4), nn.Linear(4, 4)]  # wrong: a plain list
+
+    class WithModuleList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])  # right
+
+    print("two Linear(4, 4) layers in a plain list:",
+          sum(p.numel() for p in PlainList().parameters()), "parameters registered;",
+          "in an nn.ModuleList:", sum(p.numel() for p in WithModuleList().parameters()))
+
+    # .to(device) moves every registered parameter and buffer (a buffer is a tensor the module
+    # keeps but does not train, such as batch-norm's running mean). main() already called it.
+    places = {str(tensor.device) for tensor in [*model.parameters(), *model.buffers()]}
+    print(f"\nafter model.to({str(device)!r}), the parameters and buffers are on: "
+          f"{', '.join(sorted(places))}")
+
+    # train() and eval() set a `training` flag on the module and on every submodule. Only a few
+    # kinds of layer read it (batch-norm and dropout are the common ones); section 5 shows what
+    # changes.
+    model.eval()
+    print("after model.eval():  model.training =", model.training,
+          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
+    model.train()
+    print("after model.train(): model.training =", model.training,
+          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
+
+    # state_dict() maps names to tensors: every parameter and every buffer. It is what a
+    # checkpoint saves (05_train.py) and what load_state_dict() puts back (06-08). The names are
+    # the attribute paths, "blocks.0.conv1.weight" for self.blocks[0].conv1.weight, which is why
+    # renaming an attribute breaks loading of old checkpoints.
+    state = model.state_dict()
+    buffers = [name for name, _ in model.named_buffers()]
+    print(f"\nmodel.state_dict(): {len(state)} entries = {len(parameters)} parameters "
+          f"+ {len(buffers)} buffers, e.g.")
+    for name in ["stem.0.weight", "blocks.0.norm1.weight", "blocks.0.norm1.running_mean",
+                 "blocks.0.norm1.num_batches_tracked", "classifier.weight"]:
+        print(f"    {name:36s} {shape_of(state[name])}")
+
+
+# %% 2. The same network with nn.Sequential -------------------------------------------------------
+def compare_with_sequential(model, images, size, device):
+    """Section 2: build_sequential() gives the same network; load CifarNet's weights and compare."""
+    section("2. The same network with nn.Sequential")
+    # nn.Sequential is a module whose forward() calls its layers one after the other, each on the
+    # output of the one before. When a network is a straight pipe, that is all forward() would
+    # say, and you need no class of your own. build_sequential() (above main) writes CifarNet that
+    # way. Its top level:
+    sequential = build_sequential(size, model.num_classes).to(device)
+    for name, layer in sequential.named_children():
+        print(f"    {name:10s} {type(layer).__name__}"
+              + (f" of {len(layer)} layers" if isinstance(layer, nn.Sequential) else ""))
+
+    def outputs_of_both():
+        """The largest difference between the two networks' outputs for the same images."""
+        with torch.no_grad():  # no training here, so no need to record a graph for backward()
+            return max_difference(sequential(images), model(images))
+
+    # Both start from their own random weights, so at first they disagree. (Both are in training
+    # mode, as a new module is; section 5 shows what eval mode changes.)
+    model.train()
+    print(f"max |difference| of the outputs, each with its own random weights: "
+          f"{outputs_of_both():.4g}")
+    # The layer names match, so CifarNet's state_dict loads without renaming a single key
+    # (load_state_dict is strict by default: a missing or unexpected key is an error). It copies
+    # the parameters and the buffers (batch-norm's running averages, which eval mode uses).
+    sequential.load_state_dict(model.state_dict())
+    model.eval()
+    sequential.eval()
+    print(f"after loading CifarNet's state_dict into it: {outputs_of_both():.4g} "
+          "(the same numbers: the same network)")
+
+    # When to use which:
+    #   - nn.Sequential for a straight pipe: each layer takes one tensor, returns one tensor, and
+    #     feeds the next. It is shorter, and every layer is reachable by index (sequential[1][0]).
+    #   - A subclass of nn.Module as soon as forward() needs real code: a skip connection
+    #     (x + block(x), as in ResNet), branches that merge, several inputs or outputs, an `if`,
+    #     or a small computation such as CifarNet's `* logit_scale` (Sequential needed the Scale
+    #     module for it). Most networks mix both: CifarNet is a class that holds Sequentials.
+    print("Sequential suits a straight pipe; subclass nn.Module for skip connections, branches,"
+          " several inputs or outputs, or any custom logic in forward().")
+
+
+# %% 3. How the shape changes, layer by layer -----------------------------------------------------
+def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
+    """Height (or width) after a Conv2d or MaxPool2d, by the formula in PyTorch's documentation."""
+    return math.floor((size + 2 * padding - dilation * (kernel_size - 1) - 1) / stride) + 1
+
+
+def trace_shapes(model, images):
+    """Record every call of every leaf layer (one without sublayers) during one forward pass.
+
+    Returns:
+        A list of (name, layer, input shape, output shape), in the order the layers ran.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    records = []
+
+    def hook(module, inputs, output):
+        # A forward hook runs right after the module's forward(), with what went in and came out.
+        records.append((names[module], module, shape_of(inputs[0]), shape_of(output)))
+
+    leaves = [module for module in model.modules() if not list(module.children())]
+    handles = [module.register_forward_hook(hook) for module in leaves]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:  # always take hooks off again, or they run on every later call
+            handle.remove()
+    return records
+
+
+def show_shapes(model, images):
+    """Section 3: print the shape of the batch after every layer, and check the formula."""
+    section("3. How the shape changes, layer by layer")
+    model.eval()
+    records = trace_shapes(model, images)
+    print(f"{'layer':22s} {'type':18s} output shape")
+    print(f"{'(input)':22s} {'':18s} {shape_of(images)}")
+    for name, module, _, output_shape in records:
+        print(f"{name:22s} {type(module).__name__:18s} {output_shape}")
+    # The multiplication by logit_scale is not a module, so no hook sees it; it keeps the shape.
+    print(f"{'* logit_scale':22s} {'(in forward)':18s} {records[-1][3]}")
+    # Things to notice: the batch dimension N, first, never changes; the stem and every conv
+    # keep the height and width and change the channels; each MaxPool2d halves height and width;
+    # the GELU of a block appears twice, because forward() calls that one module twice; Flatten
+    # turns (N, C, 1, 1) into (N, C), what Linear wants; Linear maps C features to 10 scores.
+
+    # Conv2d and MaxPool2d work out the output height (and width) the same way:
+    #     out = floor((in + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1
+    # A 3x3 conv with padding=1 and stride 1 gives (32 + 2 - 2 - 1) / 1 + 1 = 32: "same" size.
+    # MaxPool2d(2) has stride = kernel_size = 2 by default: floor((32 - 1 - 1) / 2) + 1 = 16.
+    # An odd size rounds down: a 2x2 max-pool makes 7 out of 15, and the last row is dropped.
+    # A convolution's channels are simply its out_channels; pooling keeps the channels.
+    print("\nout = floor((in + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1")
+    print("  Conv2d(kernel_size=3, padding=1) on 32:", conv_output_size(32, 3, padding=1),
+          "| MaxPool2d(2) on 32:", conv_output_size(32, 2, stride=2),
+          "| MaxPool2d(2) on 15:", conv_output_size(15, 2, stride=2),
+          "| Conv2d(kernel_size=3) without padding on 32:", conv_output_size(32, 3))
+    agrees = True
+    for _, module, input_shape, output_shape in records:
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
+            # Conv2d stores kernel_size, stride, padding and dilation as pairs (height, width);
+            # MaxPool2d(2) stores single numbers.
+            settings = [module.kernel_size, module.stride, module.padding, module.dilation]
+            kernel, stride, padding, dilation = (value if isinstance(value, int) else value[0]
+                                                 for value in settings)
+            predicted = conv_output_size(input_shape[2], kernel, stride, padding, dilation)
+            agrees = agrees and predicted == output_shape[2]
+    print("the formula agrees with every Conv2d and MaxPool2d in the trace:", agrees)
+    return records
+
+
+# %% 4. Where the parameters are ------------------------------------------------------------------
+def parameter_formula(module):
+    """How a layer's parameter count is made up, as text: '32×24×3×3' for a conv, say."""
+    if isinstance(module, nn.Conv2d):
+        height, width = module.kernel_size
+        formula = f"{module.out_channels}×{module.in_channels // module.groups}×{height}×{width}"
+        return formula + (f" + {module.out_channels}" if module.bias is not None else "")
+    if isinstance(module, nn.BatchNorm2d):
+        return f"2×{module.num_features}"
+    if isinstance(module, nn.Linear):
+        formula = f"{module.out_features}×{module.in_features}"
+        return formula + (f" + {module.out_features}" if module.bias is not None else "")
+    return ""
+
+
+def count_parameters(model):
+    """The number of parameters in a model (all, trainable or not)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def show_parameters(model):
+    """Section 4: the parameter count of every layer, by type, and in total."""
+    section("4. Where the parameters are")
+    # A parameter is one learned number. parameters(recurse=False) gives the ones a layer holds
+    # itself, so each number is counted once, in the layer that owns it.
+    by_type = {}
+    print(f"{'layer':22s} {'type':12s} {'formula':12s} {'parameters':>10s}")
+    for name, module in model.named_modules():
+        count = sum(p.numel() for p in module.parameters(recurse=False))
+        if count:
+            kind = type(module).__name__
+            by_type[kind] = by_type.get(kind, 0) + count
+            print(f"{name:22s} {kind:12s} {parameter_formula(module):12s} {count:10,d}")
+    total = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"total parameters: {total:,d}")
+    print(f"trainable parameters: {trainable:,d}  (all of them: nothing is frozen)")
+    print("by type: " + ", ".join(f"{kind} {count:,d} ({count / total:.1%})"
+                                  for kind, count in by_type.items()))
+    # What to look at:
+    #   - A conv has out × in × 3 × 3 weights, so doubling the channels on both sides makes it
+    #     4 times bigger: the last block's convs hold most of the network.
+    #   - Batch-norm has 2 parameters per channel (a scale and a shift): next to nothing. Its
+    #     running mean and variance are buffers: saved in the state_dict, but not trained.
+    #   - The last layer, Linear, has one weight per (feature, class) pair, C × 10, and no bias.
+    #   - Pooling, GELU and Flatten have none. The convs have no bias (batch-norm adds one).
+    # Memory: 4 bytes per float32 parameter. Training needs several times that (gradients,
+    # optimizer state and the activations of the batch), and activations usually dominate.
+
+    # To count the parameters of every size we build each one on the "meta" device: tensors
+    # there have a shape but no memory and no values, so even a large network is made instantly.
+    with torch.device("meta"):
+        sizes = {name: count_parameters(build_model(name)) for name in MODEL_SIZES}
+    print("both sizes: " + " | ".join(f"{name}: {count:,d} parameters ({count * 4 / 1e6:.1f} MB "
+                                      "as float32)" for name, count in sizes.items())
+          + f" | large/small: {sizes['large'] / sizes['small']:.0f}x")
+
+
+# %% 5. train() and eval() ------------------------------------------------------------------------
+def compare_train_and_eval(model, images):
+    """Section 5: batch-norm in training mode and in evaluation mode, on the same images."""
+    section("5. train() and eval(): batch-norm behaves differently")
+    # In training mode, batch-norm normalises each channel with the mean and variance of the
+    # current batch, and it updates running averages of them (its buffers). In evaluation mode
+    # it uses those running averages instead. So:
+    #   - in train() the output for one image depends on the other images of its batch;
+    #   - in eval() every image is processed on its own: the same image gives the same output,
+    #     whatever batch it is in, every time.
+    # Forget model.eval() before evaluating or predicting, and the answer for an image changes
+    # with the images it happens to be batched with. (Dropout, which this network does not use,
+    # is the other layer that eval() switches off.) eval() does not stop the recording of a graph
+    # for gradients; that is torch.no_grad()'s job, so evaluation code uses both.
+    norm = model.stem[1]
+    with torch.no_grad():
+        model.train()
+        tracked_before = norm.num_batches_tracked.item()
+        train_output = model(images)
+        other_companions = torch.cat([images[:1], torch.randn_like(images[1:])])
+        train_output_other_batch = model(other_companions)  # image 0, among new images
+        tracked_after = norm.num_batches_tracked.item()
+
+        model.eval()
+        eval_output = model(images)
+        eval_output_again = model(images)
+        eval_output_alone = model(images[:1])  # image 0 on its own, a batch of one
+    print(f"train() vs eval(), same images: max |difference| of the outputs "
+          f"{max_difference(train_output, eval_output):.4g}")
+    # The two modes differ this much because the network is untrained: its running averages are
+    # still close to where they start (mean 0, variance 1). During training they follow the
+    # batches, and train() and eval() then give close, though not equal, answers.
+    print(f"train(): image 0 with other companions in its batch: max |difference| "
+          f"{max_difference(train_output[0], train_output_other_batch[0]):.4g}")
+    print(f"train(): batch-norm counted {tracked_after - tracked_before} more batches "
+          "into its running averages (its buffers changed)")
+    print("eval(): the same images twice give identical outputs:",
+          torch.equal(eval_output, eval_output_again))
+    print(f"eval(): image 0 alone vs in its batch: max |difference| "
+          f"{max_difference(eval_output[0], eval_output_alone[0]):.2g} (rounding only)")
+
+
+# %% 6. Logits, not probabilities -----------------------------------------------------------------
+def show_logits(model, images):
+    """Section 6: the raw outputs, softmax, and why the model leaves softmax to the loss."""
+    section("6. The output: logits, not probabilities")
+    # The network ends with a Linear layer, so it outputs 10 unbounded scores per image: logits.
+    # A larger logit means "more likely", but they are not probabilities: they can be negative
+    # and do not add up to 1. softmax turns them into probabilities:
+    #     p_i = exp(z_i) / sum_j exp(z_j)
+    # The model does not end with one because training does not want it: nn.CrossEntropyLoss
+    # takes the logits, applies log-softmax itself and picks the log-probability of the right
+    # class, in one step that stays accurate where exp() would overflow or round to 0. A softmax
+    # in the model would be applied twice, and learning would crawl. So: logits out of the model,
+    # softmax only when a person wants to read probabilities (08_predict.py), and argmax for the
+    # predicted class, which is the same with or without softmax (it never changes the order).
+    # We look at the logits in training mode, as the loss sees them at the first training step.
+    # (In eval mode an untrained network's running averages do not fit its activations yet, and
+    # the logits come out smaller still; section 5.)
+    model.train()
+    with torch.no_grad():
+        logits = model(images)
+    probabilities = logits.softmax(dim=1)
+    torch.set_printoptions(precision=3, sci_mode=False)
+    print("logits of image 0: ", logits[0].cpu())
+    print("softmax of image 0:", probabilities[0].cpu())
+    print("each row of probabilities sums to:",
+          [round(value, 4) for value in probabilities.sum(dim=1).tolist()])
+    print(f"the probabilities range from {probabilities.min().item():.3f} to "
+          f"{probabilities.max().item():.3f} (uniform: {1 / model.num_classes:.3f}): untrained, "
+          "the model has no opinion yet")
+    # The logit_scale of 1/8 keeps the first logits small, so the probabilities start close to
+    # uniform, and the first loss close to that of guessing: ln(10).
+    labels = torch.arange(len(images), device=images.device) % model.num_classes  # any labels
+    loss = nn.CrossEntropyLoss()(logits, labels)
+    rows = torch.arange(len(labels), device=images.device)
+    by_hand = -F.log_softmax(logits, dim=1)[rows, labels].mean()
+    print(f"CrossEntropyLoss()(logits, labels) = {loss.item():.4f}; the mean of -log(softmax) "
+          f"of each image's label, by hand: {by_hand.item():.4f}; a uniform guess: "
+          f"ln({model.num_classes}) = {math.log(model.num_classes):.4f}")
+    predicted = logits.argmax(dim=1)
+    names = common.CIFAR10_CLASSES if model.num_classes == len(common.CIFAR10_CLASSES) else None
+    print("predicted classes (argmax of the logits):",
+          [names[index] for index in predicted.tolist()] if names else predicted.tolist())
+
+
+# %% 7. A diagram of the network ------------------------------------------------------------------
+LAYER_COLOURS = {  # one colour per kind of layer, for the diagram and its legend
+    "Conv2d": "#8ecae6",
+    "MaxPool2d": "#ffb703",
+    "AdaptiveMaxPool2d": "#ffb703",
+    "BatchNorm2d": "#b7e4c7",
+    "GELU": "#cdb4db",
+    "Flatten": "#e9ecef",
+    "Linear": "#f4a261",
+    "scale": "#e9ecef",
+}
+
+
+def describe_layer(module):
+    """A short label for a layer in the diagram."""
+    if isinstance(module, nn.Conv2d):
+        return f"Conv {module.kernel_size[0]}×{module.kernel_size[1]}, " \
+               f"{module.in_channels}→{module.out_channels}"
+    if isinstance(module, nn.MaxPool2d):
+        return f"MaxPool {module.kernel_size}×{module.kernel_size}"
+    if isinstance(module, nn.AdaptiveMaxPool2d):
+        return "global MaxPool"
+    if isinstance(module, nn.BatchNorm2d):
+        return f"BatchNorm ({module.num_features})"
+    if isinstance(module, nn.Linear):
+        return f"Linear {module.in_features}→{module.out_features}"
+    return type(module).__name__
+
+
+def per_image_shape(shape):
+    """(8, 24, 32, 32) -> '24×32×32': the shape of one image, without the batch dimension."""
+    return "×".join(str(size) for size in shape[1:])
+
+
+def draw_architecture(model, records, input_shape, path):
+    """Section 7: draw the network as boxes, one column per stage, and save it as a PNG.
+
+    Args:
+        model: the CifarNet that `records` traced.
+        records: the list from trace_shapes (the layers in the order they ran, with shapes).
+        input_shape: the shape of the traced batch.
+        path: where to save the PNG.
+    """
+    section("7. A diagram of the network")
+    import matplotlib
+
+    matplotlib.use("Agg")  # draw to a file: no window needed, works on a server
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch, Patch
+
+    # Group the traced layers into stages by the first part of their name: "stem.0" belongs to
+    # the stem, "blocks.1.conv2" to block 2, "pool", "flatten" and "classifier" to the head.
+    stages = {}
+    for name, module, _, output_shape in records:
+        parts = name.split(".")
+        stage = ("Stem" if parts[0] == "stem" else
+                 f"Block {int(parts[1]) + 1}" if parts[0] == "blocks" else "Head")
+        stages.setdefault(stage, []).append(
+            (describe_layer(module), type(module).__name__, per_image_shape(output_shape)))
+    scale = Fraction(model.logit_scale).limit_denominator(1000)  # 0.125 -> 1/8
+    stages["Head"].append((f"× logit_scale ({scale})", "scale",
+                           per_image_shape(records[-1][3])))
+
+    # Sizes in "data units"; the figure is scaled so that one unit is about 0.8 inch.
+    box_width, box_height, gap = 2.6, 0.78, 0.3
+    frame_pad = 0.15  # the dashed frame around a stage sits this far outside its boxes
+    column_step = box_width + 1.7  # room between stages for the arrows and their shape labels
+    most_layers = max(len(layers) for layers in stages.values())
+    top = most_layers * (box_height + gap)
+    width = (len(stages) + 2) * column_step - 1.7
+    figure, axes = plt.subplots(figsize=(width * 0.8, (top + 2.2) * 0.8))
+    axes.set_xlim(-0.1, width + 0.1)
+    axes.set_ylim(-0.9, top + 1.3)
+    axes.axis("off")
+
+    def box(x, y, text, shape, colour, bold=False):
+        """A layer: a rounded box with its name and, below it in grey, the shape it outputs."""
+        axes.add_patch(FancyBboxPatch((x, y), box_width, box_height,
+                                      boxstyle="round,pad=0,rounding_size=0.08",
+                                      facecolor=colour, edgecolor="#343a40", linewidth=1))
+        axes.text(x + box_width / 2, y + box_height * 0.63, text, ha="center", va="center",
+                  fontsize=10.5, fontweight="bold" if bold else "normal")
+        axes.text(x + box_width / 2, y + box_height * 0.27, shape, ha="center", va="center",
+                  fontsize=9, color="#495057")
+
+    def arrow(start, end, label=None):
+        axes.annotate("", xy=end, xytext=start,
+                      arrowprops=dict(arrowstyle="-|>", color="#343a40", linewidth=1.3,
+                                      shrinkA=0, shrinkB=0))
+        if label:  # the shape that travels along the arrow, written above it
+            axes.text((start[0] + end[0]) / 2, start[1] + 0.1, label, ha="center", va="bottom",
+                      fontsize=10, color="#1d3557", fontweight="bold")
+
+    middle = top / 2  # the stages are joined by horizontal arrows at mid-height
+    input_text = per_image_shape(input_shape)
+    box(0, middle - box_height / 2, "input image", input_text, "#ffffff", bold=True)
+    # Where the next arrow between stages starts, and the shape it carries.
+    previous_right, previous_shape = box_width, input_text
+    for index, (stage, layers) in enumerate(stages.items(), start=1):
+        x = index * column_step
+        stage_height = len(layers) * (box_height + gap) - gap
+        stage_bottom = middle - stage_height / 2
+        # A light dashed frame around the stage, with the stage's name above it.
+        axes.add_patch(FancyBboxPatch((x - frame_pad, stage_bottom - frame_pad),
+                                      box_width + 2 * frame_pad, stage_height + 2 * frame_pad,
+                                      boxstyle="round,pad=0,rounding_size=0.15",
+                                      facecolor="#f8f9fa", edgecolor="#adb5bd", linestyle="--",
+                                      zorder=0))
+        axes.text(x + box_width / 2, stage_bottom + stage_height + frame_pad + 0.08, stage,
+                  ha="center", va="bottom", fontsize=12.5, fontweight="bold")
+        arrow((previous_right, middle), (x - frame_pad, middle), label=previous_shape)
+        # The layers, top to bottom in the order they run, each with the shape it outputs.
+        for row, (label, kind, shape) in enumerate(layers):
+            y = stage_bottom + stage_height - box_height - row * (box_height + gap)
+            box(x, y, label, shape, LAYER_COLOURS.get(kind, "#ffffff"))
+            if row < len(layers) - 1:
+                arrow((x + box_width / 2, y), (x + box_width / 2, y - gap))
+        previous_right, previous_shape = x + box_width + frame_pad, layers[-1][2]
+    x = (len(stages) + 1) * column_step
+    arrow((previous_right, middle), (x, middle), label=previous_shape)
+    box(x, middle - box_height / 2, f"{model.num_classes} logits", "one score per class", "#ffffff",
+        bold=True)
+
+    axes.set_title(f"CifarNet, size \"{model.size}\": {count_parameters(model):,d} parameters\n"
+                   "Under each layer, the shape it outputs for one image: channels×height×width "
+                   "(the batch dimension is left out)", fontsize=12.5, linespacing=1.6)
+    legend = [Patch(facecolor=LAYER_COLOURS[kind], edgecolor="#333333", label=label)
+              for kind, label in [("Conv2d", "convolution"), ("MaxPool2d", "max-pool"),
+                                  ("BatchNorm2d", "batch-norm"), ("GELU", "activation"),
+                                  ("Linear", "linear")]]
+    axes.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False,
+                bbox_to_anchor=(0.5, -0.02), fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    print("saved the architecture diagram to", path)
+
+
+# %% Run the lesson -------------------------------------------------------------------------------
+def parse_args():
+    """The command-line flags; `python 04_model.py --help` lists them with their defaults."""
+    parser = argparse.ArgumentParser(
+        description="Lesson 4: the CifarNet model, its shapes and parameters, and a diagram.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES),
+                        help="small: made for a CPU; large: about 60 times the parameters, "
+                             "made for a GPU")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="where to compute; auto picks CUDA, then Apple MPS, then the CPU")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed (the starting weights and the example images)")
+    # In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments
+    # rather than ours, so there we simply take the defaults.
+    return parser.parse_args([] if "ipykernel" in sys.modules else None)
+
+
+def main():
+    """Build the network for the chosen size and run the lesson's sections in order."""
+    args = parse_args()
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)  # the same seed, the same weights and images, same output
+
+    model = build_model(args.model_size).to(device)
+    # Stand-ins for a batch of normalised CIFAR-10 images: random numbers with mean 0 and
+    # standard deviation 1 per channel, which is what common.normalize makes of real pixels.
+    batch_size = BATCH_SIZES[args.model_size]
+    images = torch.randn(batch_size, 3, common.IMAGE_SIZE, common.IMAGE_SIZE, device=device)
+    print(f"model size {args.model_size!r} on {device}; a batch of {batch_size} random images "
+          f"{shape_of(images)}")
+
+    show_the_module(model, images, device)
+    compare_with_sequential(model, images, args.model_size, device)
+    records = show_shapes(model, images)
+    show_parameters(model)
+    compare_train_and_eval(model, images)
+    show_logits(model, images)
+    diagram_path = common.OUTPUT_DIR / "model_architecture.png"
+    draw_architecture(model, records, shape_of(images), diagram_path)
+    print("\nNext, 05_train.py: the training loop that teaches this network to classify images.")
 
 
 if __name__ == "__main__":
-    main()
+    common.run_main(main)
