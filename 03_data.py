@@ -26,7 +26,8 @@ function, and the last cell runs them all in order.
 
 Reads CIFAR-10 (about 170 MB, downloaded into --data-dir the first time) or your images.
 Writes outputs/data_samples.png (examples of every class) and outputs/data_augmentation.png
-(images before and after random crops and flips). It takes under a minute on a laptop CPU.
+(images before and after random crops and flips), or into --output-dir. After the download it
+takes under a minute on a laptop CPU; --fake-data takes seconds.
 """
 
 # %% Setup ---------------------------------------------------------------------------------------
@@ -437,8 +438,10 @@ def show_in_memory_pipeline(args, device, images, labels, train_indices, mean, s
     # For datasets that do not fit in memory (ImageNet is 140 GB), you would use the pipeline of
     # sections 3-7 with workers: it reads each file only when it is needed.
     train_set = common.InMemoryDataset(images[train_indices], labels[train_indices])
+    # No worker processes (workers=0), whatever --workers says: taking a batch out of memory is
+    # one indexing operation, quicker than a worker could hand the batch over to this process.
     train_loader = common.make_loader(train_set, args.batch_size, shuffle=True, device=device,
-                                      workers=args.workers)
+                                      workers=0)
     batch, batch_labels = next(iter(train_loader))
     print(f"common.make_loader batch: images {tuple(batch.shape)} {batch.dtype}, labels "
           f"{tuple(batch_labels.shape)} {batch_labels.dtype} (still bytes; 4x less to copy)")
@@ -529,8 +532,9 @@ def compare_speed(args, device, per_image_loader, in_memory_loader, mean, std, t
         images = common.normalize(images.to(device, non_blocking=True), mean, std)
         return common.augment(images, padding=AUGMENT_PADDING)
 
-    print(f"{num_batches} batches of {args.batch_size} images from each (after one untimed "
-          f"batch), on {device}, {args.workers} workers:")
+    print(f"{num_batches} batch{'es' if num_batches > 1 else ''} of {args.batch_size} images "
+          f"from each (after one untimed batch), on {device}; the per-image loader has "
+          f"{args.workers} workers, the in-memory one none:")
     per_image = images_per_second(per_image_loader, num_batches, ready_per_image, device)
     print(f"  per image (ImageDataset + transforms + DataLoader): {per_image:9,.0f} images/s, "
           f"one epoch of {train_size:,} images in {train_size / per_image:.1f} s")
@@ -538,10 +542,11 @@ def compare_speed(args, device, per_image_loader, in_memory_loader, mean, std, t
     print(f"  whole batches (make_loader + normalize + augment):  {in_memory:9,.0f} images/s, "
           f"one epoch in {train_size / in_memory:.1f} s")
     print(f"  the in-memory pipeline is {in_memory / per_image:.1f} times as fast here")
-    # What to look at: on a CPU the batch pipeline is several times faster; on a GPU it is many
-    # times faster again, because augmentation runs on the GPU. More --workers speed up the
-    # per-image pipeline, up to the number of CPU cores, but on a GPU even 8 workers rarely keep
-    # up with a small network. Timings vary from run to run: the machine is doing other things.
+    # What to look at: on a CPU the batch pipeline is several times faster (4 to 6 times on the
+    # 2-core machine this was written on). With a GPU the gap grows, because normalize and
+    # augment run there and the CPU only picks out batches. More --workers speed up the per-image
+    # pipeline, up to about one worker per CPU core, but they take those cores from everything
+    # else. Timings vary from run to run: other programs share the machine.
 
 
 # %% 10. A look at the images ---------------------------------------------------------------------
