@@ -133,32 +133,6 @@ def load_images(args):
 
 
 # %% 2. Per-channel mean and standard deviation ----------------------------------------------------
-def channel_statistics(images, chunk_size=5000):
-    """The mean and standard deviation of each colour channel over all pixels of all images.
-
-    Args:
-        images: a uint8 tensor (N, 3, H, W).
-        chunk_size: how many images are converted to float at a time, to keep memory small.
-
-    Returns:
-        (mean, std), two tuples of 3 floats, for pixel values scaled to [0, 1].
-    """
-    # Converting all 50,000 images to float at once would take 600 MB, so we go through them a
-    # chunk at a time and only add up, per channel, the values and the squared values. Then
-    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps the sums of 51 million
-    # pixels exact enough.
-    total = torch.zeros(3, dtype=torch.float64)
-    total_of_squares = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), chunk_size):
-        pixels = images[start:start + chunk_size].double() / 255  # [0, 1], as ToTensor makes them
-        total += pixels.sum(dim=(0, 2, 3))  # sum over images, rows and columns: one per channel
-        total_of_squares += (pixels ** 2).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]  # pixels per channel
-    mean = total / count
-    std = (total_of_squares / count - mean ** 2).clamp(min=0).sqrt()  # clamp: rounding below 0
-    return tuple(mean.tolist()), tuple(std.tolist())
-
-
 def compute_statistics(images, source):
     """Compute the training images' per-channel statistics and compare them with common's."""
     section("2. Per-channel mean and standard deviation")
@@ -170,7 +144,10 @@ def compute_statistics(images, source):
     # for new images the model has never seen, so nothing about them may shape the training,
     # not even an average; and every image, now or after deployment, is then normalised with
     # these same fixed numbers.
-    mean, std = channel_statistics(images)
+    # common.channel_statistics goes through the images a chunk at a time (all 50,000 as float
+    # would take 600 MB), adding up per channel the values and the squared values; then
+    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). 05_train.py uses it for your own images.
+    mean, std = common.channel_statistics(images)
     print(f"{len(images):,} training images, per channel (red, green, blue), pixels in [0, 1]:")
     print("  mean computed here: ", numbers(mean))
     print("  common.CIFAR10_MEAN:", numbers(common.CIFAR10_MEAN))

@@ -126,8 +126,9 @@ def make_scheduler(optimizer, total_steps):
 
 
 # %% One epoch of training: the seven steps --------------------------------------------------------
-def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch):
-    """Train on every batch of `train_loader` once.
+def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch,
+                    mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD):
+    """Train on every batch of `train_loader` once; `mean` and `std` normalise the images.
 
     Returns:
         (mean loss, accuracy) over the training images of this epoch. Both are measured on
@@ -147,7 +148,7 @@ def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, 
         # from pinned memory overlap with the GPU's work.
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        images = common.normalize(images)  # uint8 0..255 -> float, about mean 0 and std 1
+        images = common.normalize(images, mean, std)  # uint8 0..255 -> float, ~mean 0, std 1
         if not args.no_augment:
             # Random crops and flips: each epoch sees slightly different versions of every image,
             # so the network learns what a cat looks like rather than these 45,000 exact pictures.
@@ -185,7 +186,8 @@ def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, 
 
 # %% Validation ------------------------------------------------------------------------------------
 @torch.no_grad()  # no graph is recorded: less memory and faster, and nothing can be trained here
-def evaluate(model, loader, loss_fn, device, dry_run=False):
+def evaluate(model, loader, loss_fn, device, dry_run=False,
+             mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD):
     """Mean loss and accuracy of `model` on every image of `loader`, in eval mode.
 
     Returns:
@@ -194,7 +196,7 @@ def evaluate(model, loader, loss_fn, device, dry_run=False):
     model.eval()  # BatchNorm uses the statistics it gathered in training, not this batch's
     loss_sum, correct, seen = 0.0, 0, 0
     for images, labels in loader:
-        images = common.normalize(images.to(device, non_blocking=True))
+        images = common.normalize(images.to(device, non_blocking=True), mean, std)
         images = images.contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
@@ -272,13 +274,21 @@ def main():
     steps_per_epoch = 1 if args.dry_run else len(train_loader)
     scheduler = make_scheduler(optimizer, total_steps=args.epochs * steps_per_epoch)
 
+    data_kind = "fake" if args.fake_data else (
+        "folder" if (Path(args.data_dir) / "train").is_dir() else "cifar10")
+    # Inputs are normalised with the training images' own per-channel statistics (03_data.py):
+    # CIFAR-10's are known constants; for other images they are computed here. They go into the
+    # checkpoint, so that 06-08 normalise new images exactly as training did.
+    if data_kind == "cifar10":
+        mean, std = common.CIFAR10_MEAN, common.CIFAR10_STD
+    else:
+        mean, std = common.channel_statistics(train_set.images)
     config = {
         "model": {"size": args.model_size, "num_classes": len(classes)},
         "classes": list(classes),
-        "mean": list(common.CIFAR10_MEAN),
-        "std": list(common.CIFAR10_STD),
-        "data": "fake" if args.fake_data else (
-            "folder" if (Path(args.data_dir) / "train").is_dir() else "cifar10"),
+        "mean": list(mean),
+        "std": list(std),
+        "data": data_kind,
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
         "augment": not args.no_augment,
@@ -320,8 +330,9 @@ def main():
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
             train_loss, train_accuracy = train_one_epoch(
-                model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch)
-            val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device, args.dry_run)
+                model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch, mean, std)
+            val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device, args.dry_run,
+                                              mean, std)
             seconds = time.perf_counter() - epoch_start
 
             for key, value in [("epoch", epoch), ("train_loss", train_loss),

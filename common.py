@@ -302,6 +302,30 @@ def split_train_val(num_images, val_size=VALIDATION_SIZE):
     return order[val_size:], order[:val_size]
 
 
+def channel_statistics(images, chunk_size=5000):
+    """The mean and standard deviation of each colour channel over all pixels of all images.
+
+    Args:
+        images: a uint8 tensor (N, 3, H, W).
+        chunk_size: how many images are converted to float at a time, to keep memory small.
+
+    Returns:
+        (mean, std), two tuples of 3 floats, for pixel values scaled to [0, 1].
+    """
+    # A chunk at a time, add up per channel the values and the squared values; then
+    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps the sums of 51 million pixels exact.
+    total = torch.zeros(3, dtype=torch.float64)
+    total_of_squares = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), chunk_size):
+        pixels = images[start:start + chunk_size].double() / 255  # [0, 1], as ToTensor makes them
+        total += pixels.sum(dim=(0, 2, 3))  # sum over images, rows and columns: one per channel
+        total_of_squares += (pixels ** 2).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]  # pixels per channel
+    mean = total / count
+    std = (total_of_squares / count - mean ** 2).clamp(min=0).sqrt()  # clamp: rounding below 0
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
 class InMemoryDataset(Dataset):
     """A Dataset over images already in memory as one uint8 tensor.
 
@@ -357,7 +381,7 @@ def make_loader(dataset, batch_size, shuffle, device, workers=0):
     batches = BatchSampler(order, batch_size=batch_size, drop_last=shuffle and len(dataset) > batch_size)
     # batch_size=None: the sampler already yields lists of indices, one list per batch.
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
-                      pin_memory=device.type == "cuda")
+                      pin_memory=device.type == "cuda", persistent_workers=workers > 0)
 
 
 def normalize(images, mean=CIFAR10_MEAN, std=CIFAR10_STD):
