@@ -1,0 +1,150 @@
+"""Tests for 07_save_load.py: it runs on a checkpoint, its export matches the model, and the
+files it writes load back (or are refused) as the lesson says."""
+
+import pickle
+import re
+
+import pytest
+import torch
+
+import common
+
+SCRIPT = "07_save_load.py"
+_results = {}
+
+
+def make_checkpoint(path, classes=common.CIFAR10_CLASSES):
+    """Write a checkpoint as 05_train.py does, without training: a small CifarNet after one
+    "epoch" of two SGD steps, out of two epochs, with 05's parameter groups and a LambdaLR.
+
+    The real steps give the optimizer momentum buffers and the schedule a position.
+    """
+    torch.manual_seed(0)
+    model = common.model_module().build_model("small", num_classes=len(classes))
+    decayed = [parameter for parameter in model.parameters() if parameter.ndim > 1]
+    not_decayed = [parameter for parameter in model.parameters() if parameter.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": 5e-4},
+                                 {"params": not_decayed, "weight_decay": 0.0}],
+                                lr=0.05, momentum=0.9, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 4)
+    for _ in range(2):
+        images = torch.randn(16, 3, 32, 32)
+        labels = torch.randint(0, len(classes), (16,))
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        scheduler.step()
+    history = {"epoch": [1], "train_loss": [2.3], "train_accuracy": [0.1], "val_loss": [2.3],
+               "val_accuracy": [0.1], "lr": [scheduler.get_last_lr()[0]], "seconds": [1.0]}
+    checkpoint = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "epoch": 1, "best_val_accuracy": 0.1,
+        "history": history,
+        "config": {"model": {"size": "small", "num_classes": len(classes)},
+                   "classes": list(classes), "mean": list(common.CIFAR10_MEAN),
+                   "std": list(common.CIFAR10_STD), "data": "fake", "epochs": 2, "lr": 0.05,
+                   "batch_size": 16, "seed": 0, "weight_decay": 5e-4, "label_smoothing": 0.2,
+                   "augment": True},
+    }
+    common.save_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder with a checkpoint in it, shared by the tests of this file."""
+    folder = tmp_path_factory.mktemp("save_load")
+    make_checkpoint(folder / "best.pt")
+    return folder
+
+
+def run_once(run, *args):
+    """Run the script with these arguments once per test session and reuse the result."""
+    key = tuple(str(arg) for arg in args)
+    if key not in _results:
+        _results[key] = run(SCRIPT, *key, timeout=240)
+    return _results[key]
+
+
+@pytest.fixture
+def output(run, workspace):
+    """The stdout of a successful run on the test checkpoint, writing into workspace/export."""
+    result = run_once(run, "--checkpoint", workspace / "best.pt", "--device", "cpu",
+                      "--output-dir", workspace / "export")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def test_runs_end_to_end_and_reports_sizes(output, workspace):
+    for number in range(1, 7):
+        assert f"=== {number}. " in output
+    export_dir = workspace / "export"
+    names = {"state_dict": "cifarnet_state_dict.pt", "whole model": "cifarnet_whole_model.pt",
+             "exported program": "cifarnet_exported.pt2"}
+    for label, name in names.items():
+        path = export_dir / name
+        assert path.is_file(), f"{name} was not written"
+        # The size table gives each file's size; it must be the real one (rounded).
+        match = re.search(rf"^  {label} +([\d.]+) (KiB|MiB)  .*{re.escape(name)}$", output,
+                          flags=re.MULTILINE)
+        assert match, f"no size line for the {label}"
+        printed = float(match.group(1)) * (1024 if match.group(2) == "KiB" else 1024**2)
+        assert printed == pytest.approx(path.stat().st_size, rel=0.01)
+    assert re.search(r"^  full checkpoint +[\d.]+ (KiB|MiB)", output, flags=re.MULTILINE)
+
+
+def test_exported_model_matches_the_original(output, workspace):
+    # What the script prints...
+    for batch_size in (8, 1):
+        match = re.search(rf"exported vs original, a batch of {batch_size}: max \|difference\| "
+                          r"(\S+)", output)
+        assert match, f"no comparison line for a batch of {batch_size}"
+        assert float(match.group(1)) < 1e-5
+    # ...and a check of our own: the exported file, loaded here, against the checkpoint's model,
+    # on a batch size it was not exported with.
+    checkpoint = common.load_checkpoint(workspace / "best.pt")
+    model = common.model_from_checkpoint(checkpoint)
+    exported = torch.export.load(workspace / "export" / "cifarnet_exported.pt2").module()
+    images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        difference = (exported(images) - model(images)).abs().max().item()
+    assert difference < 1e-5
+
+
+def test_state_dict_file_holds_the_trained_weights(output, workspace):
+    state_dict = torch.load(workspace / "export" / "cifarnet_state_dict.pt", weights_only=True)
+    trained = common.load_checkpoint(workspace / "best.pt")["model"]
+    assert list(state_dict) == list(trained)
+    for name, tensor in trained.items():
+        assert torch.equal(state_dict[name], tensor), name
+    assert f"is an OrderedDict of {len(trained)} tensors" in output
+
+
+def test_weights_only_refuses_code_and_the_whole_model(output, workspace):
+    # The lesson's harmless "malicious" file: refused with weights_only=True, and only the
+    # weights_only=False load prints its line (so the refusal really stopped it).
+    refused = output.index("weights_only=True refused the file: the file asks to call or import")
+    ran = output.index(">>> this line was printed by torch.load")
+    assert refused < ran
+    assert output.count(">>> this line was printed by torch.load") == 1
+    assert "04_model.CifarNet" in output
+    # The whole-model file names the class, so a safe load refuses it.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(workspace / "export" / "cifarnet_whole_model.pt", weights_only=True)
+
+
+def test_resume_goes_on_from_the_next_epoch(output):
+    # The test checkpoint was saved after epoch 1 of 2, of two steps each: at step 2 of 4.
+    assert re.search(r"the next epoch is 2 of 2, the learning rate goes on from \S+ "
+                     r"\(step 2 of 4\)", output)
+
+
+def test_missing_checkpoint_is_one_sentence(run, tmp_path):
+    result = run(SCRIPT, "--checkpoint", tmp_path / "nothing.pt",
+                 "--output-dir", tmp_path / "export", timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "python 05_train.py" in lines[0] and "--checkpoint" in lines[0]
+    assert not (tmp_path / "export").exists()  # nothing written before the error
