@@ -291,7 +291,7 @@ def main():
         "data": data_kind,
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-        "augment": not args.no_augment,
+        "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
     }
     history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
                "val_accuracy": [], "lr": [], "seconds": []}

@@ -231,20 +231,14 @@ for key, value in config.items():
 # learning rate jumps back to the start of its schedule. Either makes the resumed run differ.
 training = importlib.import_module("05_train")  # to build the schedule with its own function
 resumed_model = build_model(**config["model"]).to(device)
-# The same two parameter groups as 05_train.py: optimizer.load_state_dict checks that the groups
-# match in number and size, and refuses the state otherwise.
-decayed = [parameter for parameter in resumed_model.parameters() if parameter.ndim > 1]
-not_decayed = [parameter for parameter in resumed_model.parameters() if parameter.ndim <= 1]
-optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": config["weight_decay"]},
-                             {"params": not_decayed, "weight_decay": 0.0}],
-                            lr=config["lr"], momentum=training.MOMENTUM, nesterov=True)
+# The same optimizer as 05_train.py, made by its own function: optimizer.load_state_dict checks
+# that the parameter groups match in number and size, and refuses the state otherwise.
+optimizer = training.make_optimizer(resumed_model, config["lr"], config["weight_decay"])
 # The scheduler's state_dict holds where the schedule is (the step count, the last learning
 # rate), not the function that computes the learning rate at each step: that is code, and code
-# is not saved. So it must be rebuilt with the same function and the same length as in training:
-# epochs x batches per epoch. The scheduler steps once per batch, so the steps taken so far
-# divided by the epochs finished gives the batches per epoch.
-steps_per_epoch = checkpoint["scheduler"]["last_epoch"] // checkpoint["epoch"]
-total_steps = config["epochs"] * steps_per_epoch
+# is not saved. So it is rebuilt with the same function and the same length as in training:
+# epochs x batches per epoch, both recorded in the config.
+total_steps = config["epochs"] * config["steps_per_epoch"]
 scheduler = training.make_scheduler(optimizer, total_steps=total_steps)
 resumed_model.load_state_dict(checkpoint["model"])
 optimizer.load_state_dict(checkpoint["optimizer"])  # also moves the momentum onto the device

@@ -1,14 +1,18 @@
 """Shared test helpers: run a numbered script the way a user would, in a subprocess."""
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # so tests can `import common`
+
+import common  # noqa: E402  (needs the path above)
 
 
 def run_script(script, *args, cwd=None, timeout=300, env=None):
@@ -28,3 +32,37 @@ def run_script(script, *args, cwd=None, timeout=300, env=None):
 def run():
     """The run_script function, as a fixture."""
     return run_script
+
+
+def make_checkpoint(path, classes=common.CIFAR10_CLASSES):
+    """Write a checkpoint as 05_train.py does, without training: a small CifarNet after one
+    "epoch" of two SGD steps, out of two epochs, with 05's own optimizer and schedule.
+
+    The real steps give the optimizer momentum buffers and the schedule a position.
+    """
+    torch.manual_seed(0)
+    model = common.model_module().build_model("small", num_classes=len(classes))
+    training = importlib.import_module("05_train")
+    optimizer = training.make_optimizer(model, lr=0.05, weight_decay=5e-4)
+    scheduler = training.make_scheduler(optimizer, total_steps=4)
+    for _ in range(2):
+        images = torch.randn(16, 3, 32, 32)
+        labels = torch.randint(0, len(classes), (16,))
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+        scheduler.step()
+    history = {"epoch": [1], "train_loss": [2.3], "train_accuracy": [0.1], "val_loss": [2.3],
+               "val_accuracy": [0.1], "lr": [scheduler.get_last_lr()[0]], "seconds": [1.0]}
+    checkpoint = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "epoch": 1, "best_val_accuracy": 0.1,
+        "history": history,
+        "config": {"model": {"size": "small", "num_classes": len(classes)},
+                   "classes": list(classes), "mean": list(common.CIFAR10_MEAN),
+                   "std": list(common.CIFAR10_STD), "data": "fake", "epochs": 2, "lr": 0.05,
+                   "batch_size": 16, "seed": 0, "weight_decay": 5e-4, "label_smoothing": 0.2,
+                   "augment": True, "steps_per_epoch": 2},
+    }
+    common.save_checkpoint(checkpoint, path)
+    return checkpoint

@@ -10,48 +10,12 @@ import torch
 from PIL import Image, ImageDraw
 
 import common
+from conftest import make_checkpoint
 
 SCRIPT = "08_predict.py"
 SAMPLES = sorted(path for path in (common.REPO_DIR / "samples").iterdir()
                  if path.suffix in (".png", ".jpg"))
 _results = {}
-
-
-def make_checkpoint(path, classes=common.CIFAR10_CLASSES):
-    """Write a checkpoint as 05_train.py does, without training: a small CifarNet after one
-    "epoch" of two SGD steps, out of two epochs, with 05's parameter groups and a LambdaLR.
-
-    The real steps give the optimizer momentum buffers and the schedule a position.
-    """
-    torch.manual_seed(0)
-    model = common.model_module().build_model("small", num_classes=len(classes))
-    decayed = [parameter for parameter in model.parameters() if parameter.ndim > 1]
-    not_decayed = [parameter for parameter in model.parameters() if parameter.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": 5e-4},
-                                 {"params": not_decayed, "weight_decay": 0.0}],
-                                lr=0.05, momentum=0.9, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / 4)
-    for _ in range(2):
-        images = torch.randn(16, 3, 32, 32)
-        labels = torch.randint(0, len(classes), (16,))
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(images), labels).backward()
-        optimizer.step()
-        scheduler.step()
-    history = {"epoch": [1], "train_loss": [2.3], "train_accuracy": [0.1], "val_loss": [2.3],
-               "val_accuracy": [0.1], "lr": [scheduler.get_last_lr()[0]], "seconds": [1.0]}
-    checkpoint = {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "epoch": 1, "best_val_accuracy": 0.1,
-        "history": history,
-        "config": {"model": {"size": "small", "num_classes": len(classes)},
-                   "classes": list(classes), "mean": list(common.CIFAR10_MEAN),
-                   "std": list(common.CIFAR10_STD), "data": "fake", "epochs": 2, "lr": 0.05,
-                   "batch_size": 16, "seed": 0, "weight_decay": 5e-4, "label_smoothing": 0.2,
-                   "augment": True},
-    }
-    common.save_checkpoint(checkpoint, path)
-    return checkpoint
 
 
 @pytest.fixture(scope="module")
