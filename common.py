@@ -8,6 +8,7 @@ Sections: paths and classes, errors, command-line flags, device and seed, data, 
 """
 
 import argparse
+import functools
 import importlib
 import os
 import pickle
@@ -394,9 +395,16 @@ def normalize(images, mean=CIFAR10_MEAN, std=CIFAR10_STD):
     Returns:
         A float32 tensor of the same shape, on the same device.
     """
-    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    mean, std = _channel_tensors(images.device, tuple(mean), tuple(std))
     return (images.float() / 255 - mean) / std
+
+
+@functools.lru_cache
+def _channel_tensors(device, mean, std):
+    """mean and std as (1, C, 1, 1) tensors on `device`, made once per device and not per batch:
+    copying Python numbers to a GPU makes the CPU wait until the GPU has caught up."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1),
+            torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def augment(images, padding=4):

@@ -78,7 +78,7 @@ def test_header_names_the_device_and_settings(tiny_run):
 
 
 @pytest.fixture(scope="module")
-def benchmark():
+def benchmark_module():
     """benchmarks/benchmark.py imported as a module (its main() does not run)."""
     spec = importlib.util.spec_from_file_location("benchmark", REPO_DIR / SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -86,16 +86,16 @@ def benchmark():
     return module
 
 
-def test_next_batches_continues_one_stream_across_epochs(benchmark):
+def test_next_batches_continues_one_stream_across_epochs(benchmark_module):
     loader = [0, 1, 2]  # an "epoch" of three batches
-    stream = benchmark.endless(loader)
-    first, second = benchmark.NextBatches(stream, 2), benchmark.NextBatches(stream, 5)
+    stream = benchmark_module.endless(loader)
+    first, second = benchmark_module.NextBatches(stream, 2), benchmark_module.NextBatches(stream, 5)
     assert len(first) == 2 and len(second) == 5
     assert list(first) == [0, 1]
     assert list(second) == [2, 0, 1, 2, 0]  # picks up where the first stopped, then a new epoch
 
 
-def test_full_loop_times_train_one_epoch_on_warmup_then_timed_batches(benchmark, monkeypatch):
+def test_full_loop_times_train_one_epoch_on_warmup_then_timed_batches(benchmark_module, monkeypatch):
     calls = []
 
     def recording_train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
@@ -104,12 +104,12 @@ def test_full_loop_times_train_one_epoch_on_warmup_then_timed_batches(benchmark,
         calls.append((len(train_loader), len(batches), args.dry_run))
         return 0.0, 0.0
 
-    monkeypatch.setattr(benchmark.train, "train_one_epoch", recording_train_one_epoch)
+    monkeypatch.setattr(benchmark_module.train, "train_one_epoch", recording_train_one_epoch)
     images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
-    train_set = benchmark.common.InMemoryDataset(images, torch.zeros(10, dtype=torch.long))
-    train_args = benchmark.training_defaults()
+    train_set = benchmark_module.common.InMemoryDataset(images, torch.zeros(10, dtype=torch.long))
+    train_args = benchmark_module.training_defaults()
     train_args.batch_size, train_args.workers, train_args.dry_run = 4, 0, False
-    seconds = benchmark.time_full_loop((None, None, None, None), train_set, train_args,
+    seconds = benchmark_module.time_full_loop((None, None, None, None), train_set, train_args,
                                        torch.device("cpu"), warmup=3, batches=7)
     # 10 images in batches of 4 is 2 batches an epoch: 3 + 7 batches need several epochs.
     assert calls == [(3, 3, False), (7, 7, False)]
