@@ -1,0 +1,139 @@
+"""Tests for 06_evaluate.py: it measures the checkpoints that 05_train.py wrote, and says so right.
+
+The checkpoints come from the training runs that test_05_train.py shares (trained once per
+session); the two evaluations run at the same time.
+"""
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+import common
+from test_05_train import (EASY_COLOURS, PNG_SIGNATURE, assert_ok, assert_refused, finish,
+                           run_in_process, start, training_runs)
+
+SCRIPT = "06_evaluate.py"
+
+
+@pytest.fixture(scope="module")
+def evaluations(tmp_path_factory):
+    """06_evaluate.py on the best.pt of the fake-data run and of the easy-folder run."""
+    runs = training_runs(tmp_path_factory)
+    processes = {}
+    for name, run in runs.items():
+        assert_ok(run.result)
+        output_dir = tmp_path_factory.mktemp(f"evaluate_{name}")
+        args = [*run.data_args, "--device", "cpu", "--checkpoint", run.checkpoint_dir / "best.pt",
+                "--output-dir", output_dir]
+        processes[name] = (output_dir, start(SCRIPT, *args))
+    return {name: SimpleNamespace(result=finish(process), output_dir=output_dir,
+                                  checkpoint_dir=runs[name].checkpoint_dir,
+                                  data_args=runs[name].data_args)
+            for name, (output_dir, process) in processes.items()}
+
+
+@pytest.fixture(scope="module")
+def fake_evaluation(evaluations):
+    assert_ok(evaluations["fake"].result)
+    return evaluations["fake"]
+
+
+@pytest.fixture(scope="module")
+def easy_evaluation(evaluations):
+    assert_ok(evaluations["easy"].result)
+    return evaluations["easy"]
+
+
+def results_of(evaluation):
+    return json.loads((evaluation.output_dir / "evaluation.json").read_text())
+
+
+# ---- After `05_train.py --fake-data`: what it prints and writes --------------------------------
+def test_prints_the_key_lines(fake_evaluation):
+    output = fake_evaluation.result.stdout
+    assert re.search(r"^Checkpoint: .*best\.pt \(epoch 1, model small", output, re.MULTILINE)
+    assert re.search(r"^Test accuracy on 200 images: \d+\.\d\d%", output, re.MULTILINE)
+    assert re.search(r"^With flip test-time augmentation: +\d+\.\d\d%", output, re.MULTILINE)
+    assert "Accuracy per class" in output
+    for name in common.CIFAR10_CLASSES:  # one line per class
+        assert re.search(rf"^  {name} +\d+\.\d\d%", output, re.MULTILINE), name
+    assert "Most common mistake:" in output
+
+
+def test_writes_the_figures_and_the_numbers(fake_evaluation):
+    for name in ("confusion_matrix.png", "mistakes.png"):
+        path = fake_evaluation.output_dir / name
+        assert path.read_bytes().startswith(PNG_SIGNATURE), name
+        assert str(path) in fake_evaluation.result.stdout, f"{path} is written but not printed"
+    assert str(fake_evaluation.output_dir / "evaluation.json") in fake_evaluation.result.stdout
+
+
+def test_numbers_agree_with_each_other_and_with_the_printout(fake_evaluation):
+    results = results_of(fake_evaluation)
+    matrix = results["confusion_matrix"]
+    classes = list(common.CIFAR10_CLASSES)
+    assert results["test_images"] == 200 == sum(map(sum, matrix))
+    assert len(matrix) == len(classes) and all(len(row) == len(classes) for row in matrix)
+    correct = sum(matrix[index][index] for index in range(len(classes)))
+    assert results["test_accuracy"] == pytest.approx(correct / 200)
+    for index, name in enumerate(classes):
+        assert results["per_class_accuracy"][name] == pytest.approx(
+            matrix[index][index] / max(1, sum(matrix[index])))
+    assert 0 <= results["test_accuracy_tta"] <= 1
+    printed = re.search(r"Test accuracy on 200 images: (\S+)%", fake_evaluation.result.stdout)
+    assert float(printed.group(1)) == pytest.approx(100 * results["test_accuracy"], abs=0.006)
+    assert results["epoch"] == 1 and results["model_size"] == "small" and results["data"] == "fake"
+
+
+# ---- A model that learned: high test accuracy ---------------------------------------------------
+def test_reports_high_accuracy_for_a_model_that_learned(easy_evaluation):
+    results = results_of(easy_evaluation)
+    assert results["test_images"] == 4 * 10
+    assert results["test_accuracy"] >= 0.9, results
+    assert results["test_accuracy_tta"] >= 0.9, results
+    assert list(results["per_class_accuracy"]) == sorted(EASY_COLOURS)
+    printed = re.search(r"Test accuracy on 40 images: (\S+)%", easy_evaluation.result.stdout)
+    assert float(printed.group(1)) >= 90
+
+
+@pytest.mark.xfail(strict=True, reason="06_evaluate.py prints 'Most common mistake: blue taken for "
+                   "blue (0 times)' when the model makes no mistake at all")
+def test_no_mistake_is_not_reported_as_a_mistake(easy_evaluation):
+    # The easy model gets every test image right; there is then no most common mistake to name.
+    output = easy_evaluation.result.stdout
+    assert not re.search(r"(\w+) taken for \1\b", output), output
+
+
+# ---- Errors and flags ---------------------------------------------------------------------------
+def test_without_a_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch):
+    # The default --checkpoint is the repository's checkpoints/best.pt: point it at an empty folder.
+    monkeypatch.setattr(common, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    result = run_in_process(SCRIPT, "--fake-data", "--device", "cpu", "--output-dir",
+                            tmp_path / "outputs", capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "05_train.py")
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="06_evaluate.py --dry-run writes confusion_matrix.png, "
+                   "mistakes.png and evaluation.json from one batch, overwriting a real evaluation")
+def test_dry_run_writes_no_files(fake_evaluation, tmp_path, capsys, monkeypatch):
+    result = run_in_process(SCRIPT, "--fake-data", "--dry-run", "--batch-size", 50, "--device",
+                            "cpu", "--checkpoint", fake_evaluation.checkpoint_dir / "best.pt",
+                            "--output-dir", tmp_path / "outputs", capsys=capsys,
+                            monkeypatch=monkeypatch)
+    assert_ok(result)
+    assert "Test accuracy on 50 images" in result.stdout  # one batch
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_help_lists_the_flags_with_their_defaults(capsys, monkeypatch):
+    result = run_in_process(SCRIPT, "--help", capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for flag in ("--checkpoint", "--data-dir", "--fake-data", "--batch-size", "--output-dir",
+                 "--device", "--dry-run"):
+        assert flag in text, flag
+    assert re.search(r"--checkpoint CHECKPOINT .*?\(default: \S*best\.pt\)", text)
+    assert re.search(r"--batch-size BATCH_SIZE .*?\(default: \d+\)", text)
