@@ -24,6 +24,7 @@ outputs/training_curves.png. Next: `python 06_evaluate.py` measures the best mod
 # %% Imports
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -78,13 +79,30 @@ def parse_args():
         parser.error("--label-smoothing must be at least 0 and less than 1")
     if args.weight_decay < 0:
         parser.error("--weight-decay must be 0 or more")
+    return args
+
+
+def settle_batch_size_and_lr(args, resumed=None):
+    """Fill in --batch-size and --lr when they were not given.
+
+    A new run uses DEFAULT_BATCH_SIZE and the linear scaling rule. A resumed run keeps the batch
+    size it was trained with (the schedule counts its batches) and, unless --lr is given, its lr.
+    """
+    if resumed is not None:
+        trained_batch_size = resumed["config"]["batch_size"]
+        if args.batch_size not in (None, trained_batch_size):
+            raise common.UserError(
+                f"the run in {args.checkpoint_dir} was trained with --batch-size "
+                f"{trained_batch_size}; resume with the same batch size, or start a new run.")
+        args.batch_size = trained_batch_size
+        if args.lr is None:
+            args.lr = resumed["config"]["lr"]
     if args.batch_size is None:
         args.batch_size = DEFAULT_BATCH_SIZE[args.model_size]
     if args.lr is None:
         # The linear scaling rule: a batch twice as big averages the gradient over twice as many
         # images, so its steps are less noisy and can be twice as long.
         args.lr = PEAK_LR_PER_512_IMAGES * args.batch_size / 512
-    return args
 
 
 # %% The optimizer and the learning-rate schedule --------------------------------------------------
@@ -242,6 +260,8 @@ def main():
     common.seed_everything(args.seed)
     last_path = args.checkpoint_dir / "last.pt"
     best_path = args.checkpoint_dir / "best.pt"
+    resumed = common.load_checkpoint(last_path, device) if args.resume else None
+    settle_batch_size_and_lr(args, resumed)
     print(f"Device: {device}   model: {args.model_size}   epochs: {args.epochs}   "
           f"batch size: {args.batch_size}   peak lr: {args.lr}")
 
@@ -298,16 +318,25 @@ def main():
     first_epoch, best_val_accuracy = 1, 0.0
 
     # ---- Resume: put back everything the last run saved ----------------------------------------
-    if args.resume:
-        checkpoint = common.load_checkpoint(last_path, device)
-        if checkpoint["config"]["model"] != config["model"]:
+    if resumed is not None:
+        checkpoint = resumed
+        trained = checkpoint["config"]
+        if trained["model"] != config["model"] or trained["classes"] != config["classes"]:
             raise common.UserError(
-                f"{last_path} was trained with --model-size {checkpoint['config']['model']['size']} "
-                f"and {checkpoint['config']['model']['num_classes']} classes; resume with the same "
+                f"{last_path} was trained with --model-size {trained['model']['size']} on the "
+                f"classes {', '.join(trained['classes'])}, but this run has --model-size "
+                f"{args.model_size} and the classes {', '.join(classes)}; resume with the same "
                 "model and data, or start a new run without --resume.")
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
+        if args.lr != trained["lr"]:
+            # A new --lr: the loaded states hold the old peak, so set the new one in its place.
+            print(f"Changing the peak learning rate from {trained['lr']} to {args.lr}.")
+            scheduler.base_lrs = [args.lr] * len(optimizer.param_groups)
+            for group, lr_factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+                group["initial_lr"] = args.lr
+                group["lr"] = args.lr * lr_factor(scheduler.last_epoch)
         history = checkpoint["history"]
         best_val_accuracy = checkpoint["best_val_accuracy"]
         first_epoch = checkpoint["epoch"] + 1
@@ -340,6 +369,11 @@ def main():
                                ("val_accuracy", val_accuracy),
                                ("lr", scheduler.get_last_lr()[0]), ("seconds", seconds)]:
                 history[key].append(value)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                raise common.UserError(
+                    f"the loss became {train_loss} in epoch {epoch}: training diverged; try a "
+                    f"lower learning rate, e.g. --lr {args.lr / 3:.2g}. The checkpoints of the "
+                    "last finished epoch are kept.")
             improved = val_accuracy > best_val_accuracy
             best_val_accuracy = max(best_val_accuracy, val_accuracy)
             print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
@@ -367,9 +401,12 @@ def main():
         # Ctrl-C: every finished epoch is already in last.pt, so nothing but the current epoch
         # is lost. Say how to pick up from there.
         finished = history["epoch"][-1] if history["epoch"] else 0
+        # The same command again, with --resume: same data, folders and epochs.
+        command = " ".join(["python", "05_train.py"] + [shlex.quote(argument) for argument
+                                                         in sys.argv[1:] if argument != "--resume"])
         print(f"\nInterrupted during epoch {finished + 1}. " + (
             f"{last_path} holds the {finished} finished epoch(s); continue with:\n"
-            f"  python 05_train.py --resume --epochs {args.epochs}" if finished and not args.dry_run
+            f"  {command} --resume" if finished and not args.dry_run
             else "No epoch had finished, so there is nothing to resume."), file=sys.stderr)
         sys.exit(130)
 

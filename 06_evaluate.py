@@ -165,9 +165,16 @@ def main():
         print(f"  {name:<12} {100 * value:6.2f}%  {'#' * round(30 * value):<30}  ({total} images)")
     # The largest off-diagonal cell is the pair of classes the network mixes up most.
     off_diagonal = matrix.clone().fill_diagonal_(0)
-    true_class, said_class = np.unravel_index(off_diagonal.argmax().item(), matrix.shape)
-    print(f"Most common mistake: {classes[true_class]} taken for {classes[said_class]} "
-          f"({off_diagonal.max().item()} times)")
+    if off_diagonal.max() == 0:
+        print("No mistakes at all.")
+    else:
+        true_class, said_class = np.unravel_index(off_diagonal.argmax().item(), matrix.shape)
+        print(f"Most common mistake: {classes[true_class]} taken for {classes[said_class]} "
+              f"({off_diagonal.max().item()} times)")
+
+    if args.dry_run:
+        print("\nDry run: one batch only, so no files were written.")
+        return
 
     # ---- Files ---------------------------------------------------------------------------------
     args.output_dir.mkdir(parents=True, exist_ok=True)

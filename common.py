@@ -465,6 +465,9 @@ def save_checkpoint(checkpoint, path):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
+    except OSError as error:  # a full disk, a folder without write permission, ...
+        raise UserError(f"could not write {path} ({error.strerror or error}); free some disk "
+                        "space or choose another folder. The previous file is unchanged.") from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -491,16 +494,25 @@ def load_checkpoint(path, device="cpu"):
                         "`python 05_train.py`, or pass --checkpoint with the right file.")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path} holds more than weights and data (Python objects that could run "
-                        "code when loaded), so it was refused; only load checkpoints you trust "
-                        "and that this project wrote.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except Exception as error:  # torch.load raises many kinds of errors for a damaged file
+        if isinstance(error, pickle.UnpicklingError) and _is_pickle_or_torch_file(path):
+            # A whole pickle that weights_only refused to run: it asks for more than tensors and
+            # plain values (an object to import and call, say). Refused, not run.
+            raise UserError(f"{path} holds more than weights and data (Python objects that "
+                            "could run code when loaded), so it was refused; only load "
+                            "checkpoints you trust and that this project wrote.") from None
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: "
                         f"{type(error).__name__}); train again with `python 05_train.py`.") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise UserError(f"{path} is not a checkpoint written by 05_train.py.")
     return checkpoint
+
+
+def _is_pickle_or_torch_file(path):
+    """Whether a file starts like a torch.save archive (a zip) or a pickle (0x80, protocol 2-5)."""
+    with open(path, "rb") as file:
+        start = file.read(2)
+    return zipfile.is_zipfile(path) or (len(start) == 2 and start[0] == 0x80 and 2 <= start[1] <= 5)
 
 
 def model_from_checkpoint(checkpoint, device="cpu"):

@@ -21,7 +21,8 @@ def run_script(script, *args, cwd=None, timeout=300, env=None):
     The child gets MPLBACKEND=Agg (no window) and no network is ever needed: tests pass
     --fake-data or a folder of generated images.
     """
-    child_env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    # One thread per script: on a busy 2-core machine two PyTorch threads mostly wait for each other.
+    child_env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     child_env.update(env or {})
     return subprocess.run(
         [sys.executable, str(REPO_DIR / script), *map(str, args)],

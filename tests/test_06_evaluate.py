@@ -98,8 +98,6 @@ def test_reports_high_accuracy_for_a_model_that_learned(easy_evaluation):
     assert float(printed.group(1)) >= 90
 
 
-@pytest.mark.xfail(strict=True, reason="06_evaluate.py prints 'Most common mistake: blue taken for "
-                   "blue (0 times)' when the model makes no mistake at all")
 def test_no_mistake_is_not_reported_as_a_mistake(easy_evaluation):
     # The easy model gets every test image right; there is then no most common mistake to name.
     output = easy_evaluation.result.stdout
@@ -116,8 +114,6 @@ def test_without_a_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch)
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="06_evaluate.py --dry-run writes confusion_matrix.png, "
-                   "mistakes.png and evaluation.json from one batch, overwriting a real evaluation")
 def test_dry_run_writes_no_files(fake_evaluation, tmp_path, capsys, monkeypatch):
     result = run_in_process(SCRIPT, "--fake-data", "--dry-run", "--batch-size", 50, "--device",
                             "cpu", "--checkpoint", fake_evaluation.checkpoint_dir / "best.pt",

@@ -83,10 +83,6 @@ def test_random_bytes_are_refused(tmp_path):
         common.load_checkpoint(path)
 
 
-@pytest.mark.xfail(strict=True, reason="common.load_checkpoint reports every UnpicklingError as "
-                   "'holds ... Python objects that could run code', also for a file of random "
-                   "bytes; "
-                   "only an error naming a GLOBAL is that")
 def test_random_bytes_are_called_corrupt_not_dangerous(tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(bytes(range(256)) * 100)
@@ -96,8 +92,6 @@ def test_random_bytes_are_called_corrupt_not_dangerous(tmp_path):
     assert "corrupt" in str(error.value)
 
 
-@pytest.mark.xfail(strict=True, reason="common.load_checkpoint lets the exceptions that torch.load "
-                   "raises for a text file (IndexError, KeyError) through: a traceback")
 @pytest.mark.parametrize("text", ["hello\n", "these are not the weights you are looking for\n"])
 def test_a_text_file_is_refused(text, tmp_path):
     path = tmp_path / "last.pt"
