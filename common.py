@@ -410,8 +410,8 @@ def _channel_tensors(device, mean, std):
 def augment(images, padding=4):
     """Random crop (after reflect padding) and random horizontal flip, a different one per image.
 
-    This is torchvision's RandomCrop(32, padding) + RandomHorizontalFlip() done on a whole batch
-    at once, on whatever device the batch is on. 03_data.py shows both side by side.
+    This is torchvision's RandomCrop(32, padding, padding_mode="reflect") + RandomHorizontalFlip()
+    done on a whole batch at once, on whatever device the batch is on. 03_data.py shows both.
 
     Args:
         images: a float tensor (B, C, H, W).
@@ -421,17 +421,22 @@ def augment(images, padding=4):
         A tensor of the same shape with the augmented images.
     """
     batch, channels, height, width = images.shape
+    device = images.device
     padded = F.pad(images, (padding, padding, padding, padding), mode="reflect")
-    # Each image gets its own top-left corner for the crop, in [0, 2 * padding].
-    top = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1), device=images.device)
-    left = torch.randint(0, 2 * padding + 1, (batch, 1, 1, 1), device=images.device)
-    rows = top + torch.arange(height, device=images.device).view(1, 1, height, 1)
-    cols = left + torch.arange(width, device=images.device).view(1, 1, 1, width)
-    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1, 1)
-    channel_index = torch.arange(channels, device=images.device).view(1, channels, 1, 1)
-    cropped = padded[batch_index, channel_index, rows, cols]
-    flip = torch.rand(batch, 1, 1, 1, device=images.device) < 0.5
-    return torch.where(flip, cropped.flip(3), cropped)
+    # Each image gets its own top-left corner for the crop, in [0, 2 * padding], and a coin flip.
+    top = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
+    left = torch.randint(0, 2 * padding + 1, (batch, 1, 1), device=device)
+    flip = torch.rand(batch, 1, 1, device=device) < 0.5
+    # For every output pixel (row, column), the pixel of the padded image it is copied from.
+    # A flipped image reads its columns right to left.
+    rows = top + torch.arange(height, device=device).view(1, height, 1)
+    columns = torch.arange(width, device=device).view(1, 1, width)
+    columns = left + torch.where(flip, width - 1 - columns, columns)
+    # One gather copies them all: positions are counted along each flattened padded image, and
+    # every channel of an image uses the same positions (expand makes no copy).
+    source = (rows * (width + 2 * padding) + columns).view(batch, 1, height * width)
+    cropped = padded.flatten(2).gather(2, source.expand(batch, channels, height * width))
+    return cropped.view(batch, channels, height, width)
 
 
 # %% Model and checkpoints -----------------------------------------------------------------------
