@@ -53,7 +53,8 @@ TARGET_RATIO = 1.3  # full loop / model alone at or below this: data loading is 
 def parse_args():
     """The shared data flags (common.make_parser) plus the benchmark's own."""
     parser = common.make_parser("Measure the speed of the data pipeline, the model and the "
-                                "full training loop of 05_train.py.", batch_size=512)
+                                "full training loop of 05_train.py. --batch-size defaults to "
+                                "05_train.py's for the model size.", batch_size=None)
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--model-size", choices=sorted(common.model_module().MODEL_SIZES),
                        default="small", help="the network to time (see 04_model.py)")
@@ -316,6 +317,8 @@ def main():
     warmup = default_warmup if args.warmup is None else args.warmup
     batches = default_batches if args.batches is None else args.batches
 
+    if args.batch_size is None:
+        args.batch_size = train.DEFAULT_BATCH_SIZE[args.model_size]
     section("Setup")
     print(f"Device: {device} ({describe_device(device)})")
     print(f"PyTorch {torch.__version__}   model: {args.model_size}   batch size: {args.batch_size}"
@@ -336,6 +339,7 @@ def main():
     train_args = training_defaults()
     for name in ("model_size", "batch_size", "workers", "device", "seed", "no_mixed_precision"):
         setattr(train_args, name, getattr(args, name))
+    train.settle_batch_size_and_lr(train_args)  # the lr 05_train.py would use at this batch size
     train_args.dry_run = False  # a dry run of 05_train.py stops after one batch; time them all
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as in 05_train.py: same-shaped batches
