@@ -29,6 +29,21 @@ def run_script(script, *args, cwd=None, timeout=300, env=None):
         cwd=cwd or REPO_DIR, env=child_env, capture_output=True, text=True, timeout=timeout)
 
 
+_finished_runs = {}
+
+
+def run_script_once(script, *args, timeout=300):
+    """run_script, but each (script, arguments) runs once per test session and tests share it.
+
+    Every run pays for starting Python and importing torch, so tests that only read the output
+    of the same command should not each start their own.
+    """
+    key = (script, *map(str, args))
+    if key not in _finished_runs:
+        _finished_runs[key] = run_script(script, *args, timeout=timeout)
+    return _finished_runs[key]
+
+
 @pytest.fixture
 def run():
     """The run_script function, as a fixture."""

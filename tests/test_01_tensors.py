@@ -5,19 +5,14 @@ import re
 import pytest
 import torch
 
+from conftest import run_script_once
+
 SCRIPT = "01_tensors.py"
-_results = {}
 
 
 def run_once(run, *args):
-    """Run the script with these arguments once per test session and reuse the result.
-
-    Every run pays for importing torch, so tests that read the same output share one run.
-    """
-    key = tuple(str(arg) for arg in args)
-    if key not in _results:
-        _results[key] = run(SCRIPT, *key, timeout=120)
-    return _results[key]
+    """The script's run with these arguments, shared by every test that asks for it."""
+    return run_script_once(SCRIPT, *args, timeout=120)
 
 
 @pytest.fixture
