@@ -144,6 +144,20 @@ def make_scheduler(optimizer, total_steps):
 
 
 # %% One epoch of training: the seven steps --------------------------------------------------------
+def stop_if_diverged(loss, epoch, args):
+    """End the run with a clear sentence if the loss is NaN or infinite.
+
+    A learning rate that is too high makes the weights grow until the numbers overflow; from
+    then on every result is NaN ("not a number") and nothing more can be learned.
+    """
+    if not math.isfinite(loss):
+        raise common.UserError(
+            f"the loss became {loss} in epoch {epoch}: training diverged; try a lower learning "
+            f"rate, e.g. --lr {args.lr / 3:.2g}. The checkpoints of the last finished epoch are "
+            "kept.")
+
+
+
 def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch,
                     mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD):
     """Train on every batch of `train_loader` once; `mean` and `std` normalise the images.
@@ -182,7 +196,7 @@ def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, 
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             outputs = model(images)  # 4. Forward pass: scores (logits), shape (batch, 10)
             loss = loss_fn(outputs, labels)  # 5. Loss: one number, lower is better
-        loss.backward()  # 6. Backward pass: d(loss)/d(weight) into every weight's .grad
+        loss.backward()  # 6. Backward pass: d(loss)/d(weight) for every weight, into its .grad
         optimizer.step()  # 7. Update every weight a small step against its gradient
         scheduler.step()  # the next batch uses the next learning rate of the schedule
 
@@ -191,11 +205,7 @@ def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, 
         seen += len(labels)
         if step % 20 == 0 or args.dry_run:
             running_loss = loss_sum.item() / seen
-            if not math.isfinite(running_loss):
-                raise common.UserError(
-                    f"the loss became {running_loss} in epoch {epoch}: training diverged; try a "
-                    f"lower learning rate, e.g. --lr {args.lr / 3:.2g}. The checkpoints of the "
-                    "last finished epoch are kept.")
+            stop_if_diverged(running_loss, epoch, args)
             progress.set_postfix(loss=f"{running_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3f}")
         if args.dry_run:
             break
@@ -240,7 +250,9 @@ def plot_history(history, path):
     epochs = history["epoch"]
     loss_axes.plot(epochs, history["train_loss"], "o-", label="training")
     loss_axes.plot(epochs, history["val_loss"], "o-", label="validation")
-    loss_axes.set(title="Loss (lower is better)", xlabel="epoch", ylabel="cross-entropy")
+    # With label smoothing the loss cannot reach 0: even a perfect answer keeps some doubt.
+    loss_axes.set(title="Loss (lower is better)", xlabel="epoch",
+                  ylabel="cross-entropy (label-smoothed by default)")
     accuracy_axes.plot(epochs, [100 * a for a in history["train_accuracy"]], "o-", label="training")
     accuracy_axes.plot(epochs, [100 * a for a in history["val_accuracy"]], "o-", label="validation")
     accuracy_axes.set(title="Accuracy (higher is better)", xlabel="epoch", ylabel="%")
@@ -369,11 +381,7 @@ def main():
                                ("val_accuracy", val_accuracy),
                                ("lr", scheduler.get_last_lr()[0]), ("seconds", seconds)]:
                 history[key].append(value)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                raise common.UserError(
-                    f"the loss became {train_loss} in epoch {epoch}: training diverged; try a "
-                    f"lower learning rate, e.g. --lr {args.lr / 3:.2g}. The checkpoints of the "
-                    "last finished epoch are kept.")
+            stop_if_diverged(train_loss + val_loss, epoch, args)  # before anything is saved
             improved = val_accuracy > best_val_accuracy
             best_val_accuracy = max(best_val_accuracy, val_accuracy)
             print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
