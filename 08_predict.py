@@ -33,7 +33,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # draw into files only; a server has no screen
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -112,8 +111,8 @@ def load_image(path):
 # %% 2. Shrinking it to 32x32, as in training -----------------------------------------------------
 # The network only takes 3x32x32 inputs. We scale the image so that its shorter side is 32 pixels,
 # keeping its proportions, then cut the middle 32x32 square out of it. That is torchvision's
-# Resize(32) followed by CenterCrop(32), which common.py applies to the images of a --data-dir
-# folder for training; written out here with Pillow, so that a photo gets the same treatment.
+# Resize(32) followed by CenterCrop(32), written with Pillow in common.shrink, the function that
+# also shrinks the images of a --data-dir folder for training: a photo gets the same treatment.
 # For a large photo that means two things:
 #   - detail is lost: 4032x3024 pixels become 32x32, about 12,000 times fewer, so the whole scene
 #     becomes a thumbnail, and small objects shrink to a few pixels;
@@ -122,30 +121,6 @@ def load_image(path):
 # differently (a cat in a corner of a room, a close-up of a face) may be misread, not because the
 # code is wrong but because the network has never seen anything like it. The saved figure shows
 # the 32x32 image next to the original: judge a prediction by what the network saw.
-def shrink(image, size=common.IMAGE_SIZE):
-    """Resize an RGB PIL image so its shorter side is `size`, crop the centre, make it a tensor.
-
-    Args:
-        image: an RGB PIL image of any size.
-        size: the side of the square the network takes.
-
-    Returns:
-        A uint8 tensor (3, size, size): channels first, values from 0 to 255.
-    """
-    # The shorter side becomes `size`; the longer one keeps the proportions, rounded down with
-    # int() as torchvision does.
-    if image.width <= image.height:
-        width, height = size, int(size * image.height / image.width)
-    else:
-        width, height = int(size * image.width / image.height), size
-    # Bilinear resampling averages neighbouring pixels, and when Pillow shrinks an image it
-    # looks at all the pixels each new one covers, so fine detail blurs rather than flickers.
-    image = image.resize((width, height), Image.Resampling.BILINEAR)
-    left = round((width - size) / 2)
-    top = round((height - size) / 2)
-    image = image.crop((left, top, left + size, top + size))
-    # PIL and NumPy store pixels as (height, width, channels); PyTorch wants channels first.
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 # %% 3. Predicting: eval mode, no gradients, softmax ----------------------------------------------
@@ -265,7 +240,7 @@ def main():
             print(f"Error: {error}", file=sys.stderr)
             failed += 1
             continue
-        loaded.append((path, image, description, shrink(image)))
+        loaded.append((path, image, description, common.shrink(image)))
 
     if loaded:
         # All the images in one batch (N, 3, 32, 32): one forward pass instead of N.

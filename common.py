@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
@@ -68,6 +69,9 @@ def run_main(main):
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the output went to a program that stopped reading, e.g. `| head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        sys.exit(1)
 
 
 # %% Command-line flags --------------------------------------------------------------------------
@@ -228,11 +232,36 @@ def _download_cifar10(data_dir, train):
         ) from None
 
 
-def _read_image_folder(folder):
-    """Decode every image of an ImageFolder tree (one subfolder per class), resized to 32x32."""
-    from torchvision import datasets, transforms
+def shrink(image, size=IMAGE_SIZE):
+    """Resize an RGB PIL image so its shorter side is `size`, crop the centre, make it a tensor.
 
-    resize = transforms.Compose([transforms.Resize(IMAGE_SIZE), transforms.CenterCrop(IMAGE_SIZE)])
+    Args:
+        image: an RGB PIL image of any size.
+        size: the side of the square the network takes.
+
+    Returns:
+        A uint8 tensor (3, size, size): channels first, values from 0 to 255.
+    """
+    # The shorter side becomes `size`; the longer one keeps the proportions, rounded down with
+    # int() as torchvision does.
+    if image.width <= image.height:
+        width, height = size, int(size * image.height / image.width)
+    else:
+        width, height = int(size * image.width / image.height), size
+    # Bilinear resampling averages neighbouring pixels, and when Pillow shrinks an image it
+    # looks at all the pixels each new one covers, so fine detail blurs rather than flickers.
+    image = image.resize((width, height), PIL.Image.Resampling.BILINEAR)
+    left = round((width - size) / 2)
+    top = round((height - size) / 2)
+    image = image.crop((left, top, left + size, top + size))
+    # PIL and NumPy store pixels as (height, width, channels); PyTorch wants channels first.
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+
+
+def _read_image_folder(folder):
+    """Decode every image of an ImageFolder tree (one subfolder per class), shrunk to 32x32."""
+    from torchvision import datasets
+
     try:
         dataset = datasets.ImageFolder(folder)
     except (FileNotFoundError, OSError) as error:
@@ -243,11 +272,9 @@ def _read_image_folder(folder):
             image = dataset.loader(path)
         except OSError:
             raise UserError(f"{path} is not an image that PIL can read; remove it.") from None
-        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-            image = resize(image)
-        images.append(image)
+        images.append(shrink(image.convert("RGB")))
         labels.append(label)
-    return _pil_images_to_tensor(images), torch.tensor(labels), tuple(dataset.classes)
+    return torch.stack(images), torch.tensor(labels), tuple(dataset.classes)
 
 
 def load_split(data_dir, split, fake_data=False):
