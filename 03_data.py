@@ -73,15 +73,6 @@ def numbers(values, digits=4):
     return ", ".join(f"{round(value, digits) + 0.0:.{digits}f}" for value in values)
 
 
-def data_source(args):
-    """Which of the three sources the flags pick: "fake", "folder" or "cifar10"."""
-    if args.fake_data:
-        return "fake"
-    if (args.data_dir / "train").is_dir() and (args.data_dir / "test").is_dir():
-        return "folder"
-    return "cifar10"
-
-
 def to_pil(image):
     """A uint8 tensor (3, H, W) as a PIL image, the format torchvision's transforms start from."""
     # PIL stores height x width x channels; PyTorch stores channels first (see 01_tensors.py).
@@ -104,7 +95,7 @@ def load_images(args):
     #     resized to 32x32;
     #   --fake-data: torchvision.datasets.FakeData, random images with random labels, for trying
     #     the code offline (1,000 training and 200 test images).
-    source = data_source(args)
+    source = common.data_source(args.data_dir, args.fake_data)
     print("source:", {"cifar10": f"CIFAR-10 in {args.data_dir}",
                       "folder": f"your image folders in {args.data_dir}",
                       "fake": "FakeData (random images, random labels)"}[source])

@@ -306,8 +306,7 @@ def main():
     steps_per_epoch = 1 if args.dry_run else len(train_loader)
     scheduler = make_scheduler(optimizer, total_steps=args.epochs * steps_per_epoch)
 
-    data_kind = "fake" if args.fake_data else (
-        "folder" if (Path(args.data_dir) / "train").is_dir() else "cifar10")
+    data_kind = common.data_source(args.data_dir, args.fake_data)
     # Inputs are normalised with the training images' own per-channel statistics (03_data.py):
     # CIFAR-10's are known constants; for other images they are computed here. They go into the
     # checkpoint, so that 06-08 normalise new images exactly as training did.

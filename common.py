@@ -207,10 +207,18 @@ VALIDATION_SIZE = 5000  # images held out of CIFAR-10's 50,000 training images
 SPLIT_SEED = 0  # fixed, so the validation images are the same in every run, whatever --seed is
 
 
-def _pil_images_to_tensor(images):
-    """Stack PIL images (or HxWx3 uint8 arrays) into a uint8 tensor of shape (N, 3, H, W)."""
-    array = np.stack([np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-                      for image in images])
+def data_source(data_dir, fake_data=False):
+    """Which source the flags pick: "fake", "folder" (train/ and test/ inside --data-dir) or
+    "cifar10" (downloaded into --data-dir)."""
+    if fake_data:
+        return "fake"
+    if (Path(data_dir) / "train").is_dir() and (Path(data_dir) / "test").is_dir():
+        return "folder"
+    return "cifar10"
+
+
+def _hwc_to_tensor(array):
+    """A uint8 array of images (N, H, W, 3), as PIL and NumPy store them, to a tensor (N, 3, H, W)."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
@@ -272,7 +280,7 @@ def _read_image_folder(folder):
             image = dataset.loader(path)
         except OSError:
             raise UserError(f"{path} is not an image that PIL can read; remove it.") from None
-        images.append(shrink(image.convert("RGB")))
+        images.append(shrink(image))  # the loader already converted it to RGB
         labels.append(label)
     return torch.stack(images), torch.tensor(labels), tuple(dataset.classes)
 
@@ -305,13 +313,13 @@ def load_split(data_dir, split, fake_data=False):
                                  num_classes=len(CIFAR10_CLASSES),
                                  random_offset=0 if split == "train" else 10**6)
         samples = [fake[i] for i in range(size)]  # (PIL image, label) pairs
-        images = _pil_images_to_tensor(image for image, _ in samples)
+        images = _hwc_to_tensor(np.stack([np.asarray(image) for image, _ in samples]))
         labels = torch.tensor([int(label) for _, label in samples])
         return images, labels, CIFAR10_CLASSES
-    if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
+    if data_source(data_dir) == "folder":
         return _read_image_folder(data_dir / split)
     dataset = _download_cifar10(data_dir, train=(split == "train"))
-    return _pil_images_to_tensor(dataset.data), torch.tensor(dataset.targets), CIFAR10_CLASSES
+    return _hwc_to_tensor(dataset.data), torch.tensor(dataset.targets), CIFAR10_CLASSES
 
 
 def split_train_val(num_images, val_size=VALIDATION_SIZE):
