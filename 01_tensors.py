@@ -412,14 +412,6 @@ print("layer.to(device) returns the same layer:", returned is layer,
 # pins the batches for you; 03_data.py comes back to it.
 
 
-def synchronize(device):
-    """Wait until everything queued on `device` has finished (a GPU runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def milliseconds_per_matmul(device, size=1024, repeats=5):
     """Time `size` x `size` matrix products on `device`, in milliseconds per product."""
     first = torch.randn(size, size, device=device)
@@ -427,11 +419,11 @@ def milliseconds_per_matmul(device, size=1024, repeats=5):
     first @ second  # a warm-up: the first call pays one-off costs (loading kernels, libraries)
     # A GPU operation returns as soon as it is queued, so without synchronizing we would time
     # the queueing, not the work.
-    synchronize(device)
+    common.synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         first @ second
-    synchronize(device)
+    common.synchronize(device)
     return (time.perf_counter() - start) / repeats * 1000
 
 

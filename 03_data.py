@@ -446,17 +446,6 @@ def show_in_memory_pipeline(args, device, images, labels, train_indices, mean, s
 
 
 # %% 9. Which is faster? --------------------------------------------------------------------------
-def synchronize(device):
-    """Wait until the GPU has finished its queued work, so that a timing includes it.
-
-    CUDA and MPS run asynchronously: a call returns once the work is queued, not when it is done.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def images_per_second(loader, num_batches, prepare, device):
     """Time how fast `loader` delivers batches that are ready for the network.
 
@@ -476,14 +465,14 @@ def images_per_second(loader, num_batches, prepare, device):
 
     batches = endless_batches()
     prepare(next(batches)[0])  # the untimed warm-up batch
-    synchronize(device)
+    common.synchronize(device)
     start = time.perf_counter()
     count = 0
     for _ in range(num_batches):
         images, _ = next(batches)
         prepare(images)
         count += len(images)
-    synchronize(device)
+    common.synchronize(device)
     return count / (time.perf_counter() - start)
 
 

@@ -187,6 +187,21 @@ def get_device(name="auto"):
     return torch.device(name)
 
 
+def synchronize(device):
+    """Wait until everything queued on `device` has finished, so that a timing includes it.
+
+    CUDA and MPS run asynchronously: a call returns once the work is queued, not when it is done,
+    so a clock read without waiting would time the queueing, not the computation.
+
+    Args:
+        device: a torch.device; on the CPU there is nothing to wait for.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def seed_everything(seed):
     """Seed Python's, NumPy's and PyTorch's random generators (on every device).
 

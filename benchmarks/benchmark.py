@@ -76,18 +76,6 @@ def section(title):
 
 
 # %% Timing ----------------------------------------------------------------------------------------
-def synchronize(device):
-    """Wait until the device has finished all queued work.
-
-    CUDA and MPS run asynchronously: a call returns as soon as the work is queued, so a clock
-    read without waiting would time the queueing, not the computation.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def seconds_per_batch(step, warmup, batches, device):
     """Call `step()` `warmup` times untimed, then time `batches` calls.
 
@@ -96,11 +84,11 @@ def seconds_per_batch(step, warmup, batches, device):
     """
     for _ in range(warmup):
         step()
-    synchronize(device)
+    common.synchronize(device)
     start = time.perf_counter()
     for _ in range(batches):
         step()
-    synchronize(device)
+    common.synchronize(device)
     return (time.perf_counter() - start) / batches
 
 
@@ -275,7 +263,7 @@ def time_full_loop(training, train_set, train_args, device, warmup, batches):
 
     train_one_epoch runs twice on the same stream of batches: first on `warmup` batches
     (untimed), then on `batches` batches (timed). It ends by reading its loss sum with .item(),
-    which waits for the device, and synchronize() makes sure nothing is left running.
+    which waits for the device, and common.synchronize() makes sure nothing is left running.
     """
     model, loss_fn, optimizer, scheduler = training
     train_loader = common.make_loader(train_set, train_args.batch_size, shuffle=True,
@@ -284,11 +272,11 @@ def time_full_loop(training, train_set, train_args, device, warmup, batches):
     if warmup:
         train.train_one_epoch(model, NextBatches(stream, warmup), loss_fn, optimizer, scheduler,
                               device, train_args, epoch=1)
-    synchronize(device)
+    common.synchronize(device)
     start = time.perf_counter()
     train.train_one_epoch(model, NextBatches(stream, batches), loss_fn, optimizer, scheduler,
                           device, train_args, epoch=1)
-    synchronize(device)
+    common.synchronize(device)
     return (time.perf_counter() - start) / batches
 
 
