@@ -54,11 +54,6 @@ torch.manual_seed(args.seed)
 torch.set_printoptions(precision=3)
 
 
-def section(title):
-    """Print a banner line, so the output is as easy to find your way in as the code."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
-
-
 def show(name, tensor):
     """Print a tensor's shape and dtype on one line, then its values."""
     print(f"{name}: shape {tuple(tensor.shape)}, dtype {tensor.dtype}")
@@ -86,7 +81,7 @@ def same_memory(a, b):
 # no separate graph to declare first and execute later; the record that autograd needs is made on
 # the fly while the operations run. So you can print any intermediate value, step through your
 # model in a debugger, and use ordinary Python `if`s and `for` loops around tensor code.
-section("1. What PyTorch is")
+common.section("1. What PyTorch is")
 print("PyTorch", torch.__version__, "with NumPy", np.__version__)
 a = torch.tensor([1.0, 2.0, 3.0])
 b = a * 10  # computed right here, not scheduled for later
@@ -96,7 +91,7 @@ if b.sum() > 50:  # a plain Python `if` on a tensor's value works: the value alr
 
 
 # %% 2. Creating tensors --------------------------------------------------------------------------
-section("2. Creating tensors")
+common.section("2. Creating tensors")
 # From Python lists (nested lists give more dimensions). PyTorch infers the dtype, the type of
 # every element: whole numbers become int64, numbers with a decimal point become float32, which
 # is PyTorch's default floating-point type.
@@ -132,7 +127,7 @@ show("torch.randn_like(template)", torch.randn_like(template))
 
 
 # %% 3. Shapes and dtypes -------------------------------------------------------------------------
-section("3. Shapes and dtypes")
+common.section("3. Shapes and dtypes")
 x = torch.rand(2, 3, 4)
 print("x.shape:", x.shape)  # a torch.Size, which is a tuple: index it, unpack it, compare it
 print("x.shape[1] and x.size(1):", x.shape[1], x.size(1))  # the size of one dimension
@@ -164,7 +159,7 @@ except RuntimeError as error:
 
 
 # %% 4. Indexing and slicing ----------------------------------------------------------------------
-section("4. Indexing and slicing")
+common.section("4. Indexing and slicing")
 # Indexing works like NumPy: one index (or slice) per dimension, separated by commas.
 grid = torch.arange(12).reshape(3, 4)
 show("grid", grid)
@@ -198,7 +193,7 @@ grid[0, 0] = 0  # assigning through an index changes grid itself; this puts the 
 
 
 # %% 5. Reshaping and views -----------------------------------------------------------------------
-section("5. Reshaping and views")
+common.section("5. Reshaping and views")
 # A tensor is one block of memory plus a shape and "strides": for each dimension, how many
 # elements to skip in memory to move one step along it. Reshaping usually only changes the shape
 # and strides, so the result is a view that shares the memory and no data is copied.
@@ -245,7 +240,7 @@ print("torch.rand(8, 3, 32, 32).flatten(start_dim=1).shape:",
 
 
 # %% 6. Broadcasting ------------------------------------------------------------------------------
-section("6. Broadcasting")
+common.section("6. Broadcasting")
 # Element-wise operations between tensors of different shapes work when the shapes "broadcast".
 # Line the shapes up from the right; each pair of sizes must be equal, or one of them must be 1
 # (or missing). A size-1 or missing dimension is stretched to match the other, without copying.
@@ -271,7 +266,7 @@ print("(5, 1) - (5,) gives shape", tuple((predictions - targets).shape), "not (5
 
 
 # %% 7. Element-wise versus matrix multiplication ------------------------------------------------
-section("7. Element-wise versus matrix multiplication")
+common.section("7. Element-wise versus matrix multiplication")
 left = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])  # (2, 3)
 same_shape = torch.tensor([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]])  # (2, 3)
 # `*` multiplies element by element (so do +, -, /, **, torch.exp, torch.sqrt, ...):
@@ -303,7 +298,7 @@ print("left.clone(), then .mul_(2) and += 1:", scaled[0], "| left is unchanged:"
 
 
 # %% 8. Reductions --------------------------------------------------------------------------------
-section("8. Reductions: sum, mean, max and argmax along a dim")
+common.section("8. Reductions: sum, mean, max and argmax along a dim")
 # A reduction turns many numbers into fewer. Without `dim` it reduces everything to a single
 # number; with `dim=d` it collapses dimension d, one result for each position along the others.
 scores = torch.tensor([[1.0, 5.0, 2.0], [7.0, 0.0, 3.0]])  # (2, 3)
@@ -339,7 +334,7 @@ print("predicted classes:", predicted_classes, "| labels:", labels,
 
 
 # %% 9. The NumPy bridge --------------------------------------------------------------------------
-section("9. The NumPy bridge, both ways")
+common.section("9. The NumPy bridge, both ways")
 # NumPy to PyTorch. torch.from_numpy wraps the array's memory: nothing is copied, so a change on
 # one side shows on the other. Cheap, but be aware of it.
 shared_array = np.zeros(3)
@@ -376,7 +371,7 @@ print("tracked.detach().cpu().numpy():", tracked.detach().cpu().numpy())
 
 
 # %% 10. Devices: CPU, CUDA and Apple MPS ---------------------------------------------------------
-section("10. Devices: CPU, CUDA and Apple MPS")
+common.section("10. Devices: CPU, CUDA and Apple MPS")
 # Every tensor lives on one device: the CPU's memory, an NVIDIA GPU's memory ("cuda"), or on a Mac
 # the GPU that Apple's Metal drives ("mps"). common.get_device picks the best one there is
 # (or the one --device asks for); this run uses the one printed below.
@@ -434,7 +429,7 @@ if device.type != "cpu":
 
 
 # %% 11. Why this matters: a batch of images is a tensor -----------------------------------------
-section("11. Why this matters: a batch of images is a tensor")
+common.section("11. Why this matters: a batch of images is a tensor")
 # CIFAR-10, the data set of this guide, holds 32x32-pixel colour images: 3 channels (red, green,
 # blue) of 32 rows of 32 pixels. PyTorch puts channels first, so one image is a tensor of shape
 # (C, H, W) = (3, 32, 32) and a batch of N images is (N, C, H, W). Let's build one by hand.

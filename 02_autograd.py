@@ -51,18 +51,13 @@ torch.manual_seed(args.seed)  # the same seed gives the same data, the same star
 torch.set_printoptions(precision=4)  # how tensors are printed, not their values
 
 
-def section(title):
-    """Print a banner line, so the output is as easy to find your way in as the code."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
-
-
 def first_line(error):
     """The first line of an exception's message (PyTorch's messages can run on for a while)."""
     return str(error).splitlines()[0]
 
 
 # %% 1. requires_grad -----------------------------------------------------------------------------
-section("1. requires_grad: asking PyTorch to keep track")
+common.section("1. requires_grad: asking PyTorch to keep track")
 # Training a network means asking, for every weight: if I nudge this number, how does the loss
 # change? That rate of change is the gradient. Autograd answers the question for every tensor
 # created with requires_grad=True, which is how the weights of a model are created.
@@ -76,7 +71,7 @@ print("x.grad:", x.grad, "(nothing yet: gradients appear after backward())")
 
 
 # %% 2. How operations record a graph -------------------------------------------------------------
-section("2. How operations record a graph")
+common.section("2. How operations record a graph")
 # Every operation on a tensor that requires gradients runs as usual and also leaves a note of
 # what it did, in the result's grad_fn. Those notes, linked together, form the graph that
 # backward() will walk. It is built while the code runs: change the code (an `if`, a loop that
@@ -108,7 +103,7 @@ print_graph(y.grad_fn)
 
 
 # %% 3. backward() and .grad ----------------------------------------------------------------------
-section("3. backward() and .grad")
+common.section("3. backward() and .grad")
 # y.backward() walks the graph from y back to the leaves, applying the chain rule at each
 # operation, and stores dy/dx in x.grad. By hand: the derivative of x**2 + 3x + 1 is 2x + 3,
 # which at x = 2 is 2*2 + 3 = 7. The 2x comes through the x**2 path, the 3 through the 3*x path.
@@ -126,7 +121,7 @@ except RuntimeError as error:
 
 
 # %% 4. Gradients accumulate until you zero them --------------------------------------------------
-section("4. Gradients accumulate until you zero them")
+common.section("4. Gradients accumulate until you zero them")
 # backward() does not overwrite .grad, it adds to it. That is how x got 2x + 3 in section 3:
 # the two paths to x each brought their share, and the shares were added. The same rule means
 # that a second backward pass adds a second 7 on top of the first.
@@ -151,7 +146,7 @@ print("after x.grad.zero_() and one more backward: x.grad =", x.grad.item())
 
 
 # %% 5. Gradients of vectors: backward needs one number --------------------------------------------
-section("5. Gradients of a sum and of a mean")
+common.section("5. Gradients of a sum and of a mean")
 # backward() with no argument needs a result that is a single number, which a loss always is.
 # For a tensor of results, first reduce them to one number: a sum or a mean.
 v = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
@@ -170,7 +165,7 @@ print("gradient of (v**2).mean(): v.grad =", v.grad, "(2v / 3)")
 
 
 # %% 6. torch.no_grad() and detach() --------------------------------------------------------------
-section("6. torch.no_grad() and detach()")
+common.section("6. torch.no_grad() and detach()")
 # Recording costs memory and time. Inside `with torch.no_grad():` nothing is recorded, and results
 # do not require gradients. Use it whenever you only want numbers: evaluating a model, and
 # changing the weights themselves, as in the next section.
@@ -198,7 +193,7 @@ print("x * 3:", tripled, "| (x * 3).detach():", tripled.detach(),
 
 
 # %% 7. Gradient descent on one number ------------------------------------------------------------
-section("7. Gradient descent: step against the gradient")
+common.section("7. Gradient descent: step against the gradient")
 # The gradient points in the direction in which y grows fastest. A small step the other way makes
 # y smaller: x_new = x - lr * dy/dx, where the learning rate lr sets the step size. Repeat, and x
 # walks towards the minimum of y, which for x**2 + 3x + 1 is at x = -1.5 (where 2x + 3 = 0).
@@ -219,7 +214,7 @@ print("the minimum is at x = -1.5, where y = -1.25")
 
 
 # %% 8. Linear regression, by hand ----------------------------------------------------------------
-section("8. Fitting a line by hand")
+common.section("8. Fitting a line by hand")
 # Now the same idea on a real (small) learning problem. We make 1,000 noisy points around the line
 # y = 2x - 1 and ask gradient descent to find the weight (2) and the bias (-1) from the points.
 num_samples = 1000
@@ -268,7 +263,7 @@ print(f"by hand: weight={weight.item():.4f} bias={bias.item():.4f} "
 
 
 # %% 9. Linear regression, the PyTorch way --------------------------------------------------------
-section("9. Fitting a line with nn.Linear, nn.MSELoss and torch.optim.SGD")
+common.section("9. Fitting a line with nn.Linear, nn.MSELoss and torch.optim.SGD")
 # The same fit with the building blocks every PyTorch model uses:
 #   - nn.Linear(1, 1) holds a weight of shape (1, 1) and a bias of shape (1,), both created with
 #     requires_grad=True and random starting values, and computes inputs @ weight.T + bias;

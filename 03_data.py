@@ -63,11 +63,6 @@ def parse_args():
     return parser.parse_args([] if "ipykernel" in sys.modules else None)
 
 
-def section(title):
-    """Print a banner line, so the output is as easy to find your way in as the code."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
-
-
 def numbers(values, digits=4):
     """Format floats as "0.1235, 0.5000, ..." (rounded, and never "-0.0000")."""
     return ", ".join(f"{round(value, digits) + 0.0:.{digits}f}" for value in values)
@@ -82,7 +77,7 @@ def to_pil(image):
 # %% 1. Loading the images ------------------------------------------------------------------------
 def load_images(args):
     """Load the training and test images into memory and describe them."""
-    section("1. Loading the images")
+    common.section("1. Loading the images")
     # torchvision.datasets.CIFAR10(root, train=True, download=True) downloads CIFAR-10 once (a
     # 170 MB archive, unpacked next to it) and hands out its 50,000 training images, or with
     # train=False its 10,000 test images. It keeps them in memory as one NumPy array of shape
@@ -126,7 +121,7 @@ def load_images(args):
 # %% 2. Per-channel mean and standard deviation ----------------------------------------------------
 def compute_statistics(images, source):
     """Compute the training images' per-channel statistics and compare them with common's."""
-    section("2. Per-channel mean and standard deviation")
+    common.section("2. Per-channel mean and standard deviation")
     # A network learns fastest when its inputs are centred on 0 with a spread of about 1 in every
     # channel: then no channel dominates the first layer just because its numbers are larger, and
     # the starting weights (chosen for such inputs) give outputs of a sensible size. So each
@@ -190,7 +185,7 @@ def make_transforms(mean, std):
 
 def show_transforms(images, train_transform, eval_transform):
     """Apply the transforms to one image and show what each step does."""
-    section("3. Transforms: ToTensor, Normalize, and augmentation for training only")
+    common.section("3. Transforms: ToTensor, Normalize, and augmentation for training only")
     # Why random crops and flips? They make many slightly different versions of every training
     # image, so the network has to learn what a cat looks like rather than memorise 45,000 exact
     # pictures ("overfitting"). Evaluation sees the images unchanged.
@@ -229,7 +224,7 @@ def torchvision_dataset(args, source, transform):
 
 def show_torchvision_dataset(args, source, train_transform):
     """Index a torchvision dataset that applies the training transform to every image."""
-    section("4. torchvision's datasets, with transform=")
+    common.section("4. torchvision's datasets, with transform=")
     # Every torchvision dataset takes a `transform` and applies it in dataset[i], to the one
     # image asked for. The images themselves stay as they are on disk or in memory.
     dataset = torchvision_dataset(args, source, train_transform)
@@ -272,7 +267,7 @@ class ImageDataset(Dataset):
 
 def show_custom_dataset(images, labels, train_transform):
     """Use the Dataset class above, and say when you would write one."""
-    section("5. A Dataset of our own: __len__ and __getitem__")
+    common.section("5. A Dataset of our own: __len__ and __getitem__")
     # A Dataset is any object with __len__ (how many samples) and __getitem__ (sample number i).
     # You write one when your data does not come in a shape torchvision knows: say, all images in
     # one folder with their labels in a CSV file. Then __init__ reads the CSV into a list of
@@ -290,7 +285,7 @@ def show_custom_dataset(images, labels, train_transform):
 # %% 6. The validation split ----------------------------------------------------------------------
 def make_validation_split(images, labels, train_transform, eval_transform):
     """Hold out validation images from the training set, with common.split_train_val."""
-    section("6. The validation split")
+    common.section("6. The validation split")
     # Training runs many choices: how many epochs, which learning rate, which checkpoint to keep.
     # Each choice is made by looking at accuracy on images the model has not trained on. If that
     # were the test set, the test set would slowly be tuned to, and its accuracy would no longer
@@ -323,7 +318,7 @@ def make_validation_split(images, labels, train_transform, eval_transform):
 # %% 7. DataLoader --------------------------------------------------------------------------------
 def make_dataloaders(args, device, train_dataset, val_dataset):
     """Batch the datasets with torch.utils.data.DataLoader."""
-    section("7. DataLoader: batches, shuffling, workers, pinned memory")
+    common.section("7. DataLoader: batches, shuffling, workers, pinned memory")
     # A network learns from a batch of images at a time: one image gives a noisy gradient, all
     # 45,000 at once would not fit and would give one update per epoch. The DataLoader asks the
     # dataset for batch_size samples and stacks them into one tensor ("collate").
@@ -393,7 +388,7 @@ def is_a_crop_of(output, image):
 def show_in_memory_pipeline(args, device, images, labels, train_indices, mean, std,
                             train_transform, eval_transform):
     """The batch-at-a-time pipeline of 05_train.py, and proof that it does the same as above."""
-    section("8. The in-memory pipeline that 05_train.py uses")
+    common.section("8. The in-memory pipeline that 05_train.py uses")
     # The pipeline of sections 3-7 does about ten small steps per image (make a PIL image, pad,
     # crop, flip, convert, normalise, then stack 512 of them). For images of 32x32 pixels the
     # time goes into that bookkeeping, not into the pixels, and on a GPU the network waits for
@@ -478,7 +473,7 @@ def images_per_second(loader, num_batches, prepare, device):
 
 def compare_speed(args, device, per_image_loader, in_memory_loader, mean, std, train_size):
     """Time both pipelines, from the images in memory to a batch ready for the network."""
-    section("9. Which is faster? Images per second of both pipelines")
+    common.section("9. Which is faster? Images per second of both pipelines")
     num_batches = 1 if args.dry_run else args.speed_batches
 
     def ready_per_image(images):
@@ -567,7 +562,7 @@ def save_augmentation_grid(images, path, versions=3):
 
 def look_at_images(args, images, labels, classes):
     """Save the two grids and print where they are."""
-    section("10. A look at the images")
+    common.section("10. A look at the images")
     # Always look at your data before training on it: wrong labels, rotated photos, or images
     # that are mostly border show up at a glance, and no accuracy figure will tell you.
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -223,11 +223,6 @@ def build_sequential(size="small", num_classes=10):
 BATCH_SIZES = {"small": 8, "large": 2}
 
 
-def section(title):
-    """Print a banner line, so the output is as easy to find your way in as the code."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
-
-
 def shape_of(tensor):
     """A tensor's shape as a plain tuple, which prints as (8, 3, 32, 32)."""
     return tuple(tensor.shape)
@@ -241,7 +236,7 @@ def max_difference(a, b):
 # %% 1. A network is a class ----------------------------------------------------------------------
 def show_the_module(model, images, device):
     """Section 1: print the model, call it, and look at what nn.Module does for us."""
-    section("1. A network is a class: __init__ makes the layers, forward wires them")
+    common.section("1. A network is a class: __init__ makes the layers, forward wires them")
     # Printing a module lists the layers that __init__ created, nested the way they were
     # assigned: `stem` and `blocks` are nn.Sequential containers, each block is a ConvBlock.
     # forward() is not shown: the printout lists the parts, not how the data flows (section 3).
@@ -317,7 +312,7 @@ def show_the_module(model, images, device):
 # %% 2. The same network with nn.Sequential -------------------------------------------------------
 def compare_with_sequential(model, images, size, device):
     """Section 2: build_sequential() gives the same network; load CifarNet's weights and compare."""
-    section("2. The same network with nn.Sequential")
+    common.section("2. The same network with nn.Sequential")
     # nn.Sequential is a module whose forward() calls its layers one after the other, each on the
     # output of the one before. When a network is a straight pipe, that is all forward() would
     # say, and you need no class of your own. build_sequential() (above main) writes CifarNet that
@@ -389,7 +384,7 @@ def trace_shapes(model, images):
 
 def show_shapes(model, images):
     """Section 3: print the shape of the batch after every layer, and check the formula."""
-    section("3. How the shape changes, layer by layer")
+    common.section("3. How the shape changes, layer by layer")
     model.eval()
     records = trace_shapes(model, images)
     print(f"{'layer':22s} {'type':18s} output shape")
@@ -450,7 +445,7 @@ def count_parameters(model):
 
 def show_parameters(model):
     """Section 4: the parameter count of every layer, by type, and in total."""
-    section("4. Where the parameters are")
+    common.section("4. Where the parameters are")
     # A parameter is one learned number. parameters(recurse=False) gives the ones a layer holds
     # itself, so each number is counted once, in the layer that owns it.
     by_type = {}
@@ -489,7 +484,7 @@ def show_parameters(model):
 # %% 5. train() and eval() ------------------------------------------------------------------------
 def compare_train_and_eval(model, images):
     """Section 5: batch-norm in training mode and in evaluation mode, on the same images."""
-    section("5. train() and eval(): batch-norm behaves differently")
+    common.section("5. train() and eval(): batch-norm behaves differently")
     # In training mode, batch-norm normalises each channel with the mean and variance of the
     # current batch, and it updates running averages of them (its buffers). In evaluation mode
     # it uses those running averages instead. So:
@@ -531,7 +526,7 @@ def compare_train_and_eval(model, images):
 # %% 6. Logits, not probabilities -----------------------------------------------------------------
 def show_logits(model, images):
     """Section 6: the raw outputs, softmax, and why the model leaves softmax to the loss."""
-    section("6. The output: logits, not probabilities")
+    common.section("6. The output: logits, not probabilities")
     # The network ends with a Linear layer, so it outputs 10 unbounded scores per image: logits.
     # A larger logit means "more likely", but they are not probabilities: they can be negative
     # and do not add up to 1. softmax turns them into probabilities:
@@ -615,7 +610,7 @@ def draw_architecture(model, records, input_shape, path):
         input_shape: the shape of the traced batch.
         path: where to save the PNG.
     """
-    section("7. A diagram of the network")
+    common.section("7. A diagram of the network")
     import matplotlib
 
     matplotlib.use("Agg")  # draw to a file: no window needed, works on a server

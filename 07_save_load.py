@@ -67,11 +67,6 @@ args.output_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)  # the random test batch below is the same in every run
 
 
-def section(title):
-    """Print a banner line, so the output is as easy to find your way in as the code."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)))
-
-
 def file_size(path):
     """A file's size in KiB or MiB (1 KiB = 1024 bytes), as text."""
     size = Path(path).stat().st_size
@@ -94,7 +89,7 @@ print(f"loaded {args.checkpoint} ({file_size(args.checkpoint)}): a {config['mode
 
 
 # %% 1. The state_dict: a model's numbers, by name ------------------------------------------------
-section("1. The state_dict: a model's numbers, by name")
+common.section("1. The state_dict: a model's numbers, by name")
 # A model's state_dict is an OrderedDict that maps the name of every parameter and buffer to its
 # tensor; the names follow the attributes of 04_model.py ("blocks.0.conv1.weight" is the weight
 # of conv1 in the first block). 05_train.py saved it under the checkpoint's "model" key. Loading
@@ -155,7 +150,7 @@ except RuntimeError as error:
 
 
 # %% 2. Saving the whole model, and why not to ----------------------------------------------------
-section("2. Saving the whole model with torch.save(model), and why not to")
+common.section("2. Saving the whole model with torch.save(model), and why not to")
 # torch.save(model) pickles the whole object. It looks simpler: no need to rebuild the network
 # before loading. But pickle does not store a class's code, only where to import it from.
 whole_model_path = args.output_dir / "cifarnet_whole_model.pt"
@@ -199,7 +194,7 @@ print(f"loaded it back as a {type(whole_model).__module__}.{type(whole_model).__
 
 
 # %% 3. A full checkpoint, and resuming training --------------------------------------------------
-section("3. A full checkpoint, and resuming training")
+common.section("3. A full checkpoint, and resuming training")
 # To continue training later (after a crash, or on another machine) the weights are not enough.
 # 05_train.py saves a dict with everything the training loop needs to carry on.
 print("the checkpoint's keys:", list(checkpoint))
@@ -262,7 +257,7 @@ else:
 
 
 # %% 4. Loading safely: weights_only=True ---------------------------------------------------------
-section("4. Loading safely: weights_only=True")
+common.section("4. Loading safely: weights_only=True")
 # A .pt file is a pickle, and unpickling can call any function the file names: that is how
 # section 2 rebuilt a CifarNet. A file from the internet could name os.system instead. With
 # weights_only=True, torch.load only accepts tensors, numbers, strings, lists, dicts and a few
@@ -309,7 +304,7 @@ except pickle.UnpicklingError as error:
 
 
 # %% 5. Exporting for deployment: torch.export ----------------------------------------------------
-section("5. Exporting for deployment: torch.export")
+common.section("5. Exporting for deployment: torch.export")
 # Both ways above need this project's Python code (04_model.py) to rebuild the network. For
 # deployment you want a file that holds the computation itself. torch.export runs forward() once
 # on an example batch and records every tensor operation into a graph, with the weights.
@@ -361,7 +356,7 @@ print(f"exported vs original, a batch of 1: max |difference| {single_difference:
 
 
 # %% 6. File sizes --------------------------------------------------------------------------------
-section("6. File sizes")
+common.section("6. File sizes")
 # A float32 number takes 4 bytes, so the weights alone set the size of every file.
 weight_bytes = sum(tensor.numel() * tensor.element_size() for tensor in state_dict.values())
 print(f"the model's parameters and buffers take {weight_bytes / 1024**2:.2f} MiB in memory")

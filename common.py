@@ -74,6 +74,11 @@ def run_main(main):
         sys.exit(1)
 
 
+def section(title):
+    """Print a banner line, so the output is as easy to find your way in as the code."""
+    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)), flush=True)
+
+
 # %% Command-line flags --------------------------------------------------------------------------
 def positive_int(text):
     """argparse type: an integer greater than zero."""

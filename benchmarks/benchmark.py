@@ -70,11 +70,6 @@ def parse_args():
     return parser.parse_args()
 
 
-def section(title):
-    """Print a banner line, so each part of the output is easy to find."""
-    print(f"\n=== {title} " + "=" * max(3, 72 - len(title)), flush=True)
-
-
 # %% Timing ----------------------------------------------------------------------------------------
 def seconds_per_batch(step, warmup, batches, device):
     """Call `step()` `warmup` times untimed, then time `batches` calls.
@@ -307,7 +302,7 @@ def main():
 
     if args.batch_size is None:
         args.batch_size = train.DEFAULT_BATCH_SIZE[args.model_size]
-    section("Setup")
+    common.section("Setup")
     print(f"Device: {device} ({describe_device(device)})")
     print(f"PyTorch {torch.__version__}   model: {args.model_size}   batch size: {args.batch_size}"
           f"   workers: {args.workers}   timed batches: {batches} after {warmup} warm-up")
@@ -334,7 +329,7 @@ def main():
 
     results = {}  # name -> seconds per batch
 
-    section("Measuring")
+    common.section("Measuring")
     start = time.perf_counter()
     results["data_pipeline"] = time_data_pipeline(train_set, args, device, warmup, batches)
     print(f"1a. data pipeline of 05_train.py          {time.perf_counter() - start:5.1f} s",
@@ -365,7 +360,7 @@ def main():
     print(f"3.  full training loop (train_one_epoch)  {time.perf_counter() - start:5.1f} s",
           flush=True)
 
-    section("Results")
+    common.section("Results")
     print(f"{describe_device(device)}, PyTorch {torch.__version__}, model {args.model_size}, "
           f"batch size {args.batch_size}, mixed precision "
           f"{'bfloat16' if device.type == 'cuda' and not args.no_mixed_precision else 'off'}\n")
