@@ -13,7 +13,7 @@ Run it
     python 05_train.py --epochs 10                       # CIFAR-10 (downloaded into data/)
     python 05_train.py --epochs 10 --model-size large    # the bigger network, for a GPU
     python 05_train.py --epochs 1 --fake-data            # offline check of the whole pipeline
-    python 05_train.py --epochs 12 --resume              # continue where checkpoints/last.pt stopped
+    python 05_train.py --epochs 12 --resume              # go on from checkpoints/last.pt
     python 05_train.py --help                            # every flag, with its default
 
 Reads the data (see 03_data.py). Writes checkpoints/last.pt (after every epoch),
@@ -65,7 +65,8 @@ def parse_args():
     training.add_argument("--weight-decay", type=float, default=5e-4,
                           help="L2 penalty on the weights of convolutions and the linear layer")
     training.add_argument("--label-smoothing", type=float, default=0.2,
-                          help="share of each target spread over the other classes (0 turns it off)")
+                          help="share of each target spread over the other classes "
+                               "(0 turns it off)")
     training.add_argument("--no-augment", action="store_true",
                           help="train on the images as they are, without random crops and flips")
     training.add_argument("--no-mixed-precision", action="store_true",
@@ -186,7 +187,8 @@ def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, 
             # so the network learns what a cat looks like rather than these 45,000 exact pictures.
             images = common.augment(images, padding=AUGMENT_PADDING)
         # channels_last stores each pixel's channels together, the layout fast convolution
-        # kernels on CPUs and recent GPUs prefer. The numbers are the same; only memory order changes.
+        # kernels on CPUs and recent GPUs prefer. The numbers are the same; only the memory
+        # order changes.
         images = images.contiguous(memory_format=torch.channels_last)
 
         # 3. Zero the gradients: backward() adds to .grad, so last step's gradients must go.
@@ -366,7 +368,8 @@ def main():
     try:
         for epoch in range(first_epoch, args.epochs + 1):
             # Re-seeding at every epoch makes epoch N draw the same batches and crops whether the
-            # run went straight through or was resumed, so a resumed run matches an uninterrupted one.
+            # run went straight through or was resumed, so a resumed run matches an
+            # uninterrupted one.
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
             train_loss, train_accuracy = train_one_epoch(
@@ -385,7 +388,8 @@ def main():
             best_val_accuracy = max(best_val_accuracy, val_accuracy)
             print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
                   f"acc {100 * train_accuracy:5.2f}%  |  val loss {val_loss:.3f} "
-                  f"acc {100 * val_accuracy:5.2f}%  |  {seconds:5.1f} s" + ("  *best" if improved else ""))
+                  f"acc {100 * val_accuracy:5.2f}%  |  {seconds:5.1f} s"
+                  + ("  *best" if improved else ""))
 
             if args.dry_run:
                 continue  # a dry run only checks that everything works: it leaves no files

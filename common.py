@@ -156,8 +156,8 @@ def make_parser(description, batch_size=512):
     data.add_argument("--workers", type=non_negative_int, default=0,
                       help="DataLoader worker processes (0 loads batches in the main process)")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
-                      help="images per batch" + ("" if batch_size else
-                                                 " (default: %(default)s, so the script chooses; see above)"))
+                      help="images per batch" + ("" if batch_size else " (default: %(default)s, "
+                                                 "so the script chooses; see above)"))
     data.add_argument("--output-dir", type=Path, default=OUTPUT_DIR,
                       help="where figures and other outputs are written")
     return parser
@@ -238,7 +238,7 @@ def data_source(data_dir, fake_data=False):
 
 
 def _hwc_to_tensor(array):
-    """A uint8 array of images (N, H, W, 3), as PIL and NumPy store them, to a tensor (N, 3, H, W)."""
+    """uint8 images (N, H, W, 3), as PIL and NumPy store them, to a tensor (N, 3, H, W)."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
@@ -369,7 +369,7 @@ def channel_statistics(images, chunk_size=5000):
         (mean, std), two tuples of 3 floats, for pixel values scaled to [0, 1].
     """
     # A chunk at a time, add up per channel the values and the squared values; then
-    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps the sums of 51 million pixels exact.
+    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps sums of 51 million pixels exact.
     total = torch.zeros(3, dtype=torch.float64)
     total_of_squares = torch.zeros(3, dtype=torch.float64)
     for start in range(0, len(images), chunk_size):
@@ -434,7 +434,8 @@ def make_loader(dataset, batch_size, shuffle, device, workers=0):
         A DataLoader yielding (uint8 images (B, 3, 32, 32), int64 labels (B,)).
     """
     order = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
-    batches = BatchSampler(order, batch_size=batch_size, drop_last=shuffle and len(dataset) > batch_size)
+    batches = BatchSampler(order, batch_size=batch_size,
+                           drop_last=shuffle and len(dataset) > batch_size)
     # batch_size=None: the sampler already yields lists of indices, one list per batch.
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -562,7 +563,8 @@ def load_checkpoint(path, device="cpu"):
                             "could run code when loaded), so it was refused; only load "
                             "checkpoints you trust and that this project wrote.") from None
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: "
-                        f"{type(error).__name__}); train again with `python 05_train.py`.") from None
+                        f"{type(error).__name__}); train again with `python 05_train.py`."
+                        ) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise UserError(f"{path} is not a checkpoint written by 05_train.py.")
     return checkpoint
