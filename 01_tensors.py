@@ -24,7 +24,6 @@ Reads nothing and writes nothing: everything it shows is printed. It takes a few
 
 # %% Setup ---------------------------------------------------------------------------------------
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -32,20 +31,16 @@ import torch
 
 import common
 
+# A mistake you can fix (such as --device cuda on a machine without an NVIDIA GPU) then ends in
+# one plain sentence instead of a traceback.
+common.report_errors_plainly()
+
 parser = argparse.ArgumentParser(description="Lesson 1: tensors, printed section by section.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                    help="where the device section computes; auto picks CUDA, then Apple MPS, "
-                         "then the CPU")
+common.add_device_flag(parser, "where the device section computes")
 parser.add_argument("--seed", type=int, default=0, help="random seed, for repeatable output")
-# In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments rather
-# than ours, so there we simply take the defaults.
-args = parser.parse_args([] if "ipykernel" in sys.modules else None)
-
-try:
-    device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
-except common.UserError as error:
-    common.exit_with_error(str(error))
+args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
+device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
 
 # Random tensors come from a random number generator; seeding it makes every run print the same
 # "random" values, so what you see matches what the comments describe.
@@ -137,8 +132,9 @@ print("x.dtype:", x.dtype, "with", x.element_size(), "bytes per element")
 print("x.device:", x.device)  # where its memory is: the CPU here, section 10 moves it
 
 # The dtypes you will meet most: float32 for data, weights and activations; int64 ("long") for
-# class labels, which is what nn.CrossEntropyLoss expects; uint8 for raw image pixels (0 to 255);
-# bool for masks; float16 and bfloat16 for "mixed precision" training on GPUs.
+# counts and indices, such as class labels (a label is the number of a class: 3 for "cat"); uint8
+# for raw image pixels (0 to 255); bool for masks; float16 and bfloat16, 2 bytes a number instead
+# of 4, which GPUs compute with faster and which training can use for most of its operations.
 # Converting to another dtype makes a new tensor holding a converted copy of the data:
 print("x.double().dtype:", x.double().dtype, "| x.half().dtype:", x.half().dtype,
       "| x.to(torch.bfloat16).dtype:", x.to(torch.bfloat16).dtype)
@@ -402,9 +398,10 @@ returned = layer.to(device)
 print("layer.to(device) returns the same layer:", returned is layer,
       "| its weight is now on", layer.weight.device)
 # Two things you will meet later: Apple's MPS has no float64 (one more reason for float32), and
-# copies from the CPU to a CUDA GPU can overlap with computation when the CPU tensor is in
-# "pinned" (page-locked) memory and you pass non_blocking=True. DataLoader(pin_memory=True)
-# pins the batches for you; 03_data.py comes back to it.
+# a copy from the CPU to a CUDA GPU is faster, and with .to(device, non_blocking=True) can run
+# while the GPU computes, when the CPU tensor is "pinned": kept in memory that the operating
+# system promises not to move or swap to disk, so the GPU can read it directly. 03_data.py
+# comes back to it.
 
 
 def milliseconds_per_matmul(device, size=1024, repeats=5):
@@ -463,9 +460,12 @@ logits = features @ weight.T + bias
 print(f"flatten: {tuple(normalized.shape)} -> {tuple(features.shape)}; "
       f"features @ weight.T + bias: {tuple(features.shape)} @ {tuple(weight.T.shape)} "
       f"-> {tuple(logits.shape)}")
+# A class label is an index into the list of class names; CIFAR-10's, from label 0 to 9
+# (03_data.py keeps this list for the later lessons):
+classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 guesses = logits.argmax(dim=1)
 print("predicted classes (random weights, so random guesses):",
-      [common.CIFAR10_CLASSES[index] for index in guesses.tolist()])
+      [classes[index] for index in guesses.tolist()])
 # To ask a model about one image, give it a batch of one: image.unsqueeze(0) is (1, 3, 32, 32).
 print("one image as a batch:", tuple(image.unsqueeze(0).shape))
 print("\nThat is the whole toolkit. Next, 02_autograd.py: how PyTorch computes gradients.")

@@ -22,30 +22,25 @@ Reads nothing and writes nothing: everything it shows is printed.
 
 # %% Setup ---------------------------------------------------------------------------------------
 import argparse
-import sys
 
 import torch
 from torch import nn
 
 import common
 
+# A mistake you can fix (such as --device cuda on a machine without an NVIDIA GPU) then ends in
+# one plain sentence instead of a traceback.
+common.report_errors_plainly()
+
 parser = argparse.ArgumentParser(description="Lesson 2: autograd, and a line fitted with it.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                    help="where the model of section 9 trains; auto picks CUDA, then Apple MPS, "
-                         "then the CPU")
+common.add_device_flag(parser, "where the model of section 9 trains")
 parser.add_argument("--seed", type=int, default=0,
                     help="random seed (the data points and the model's starting weights)")
 parser.add_argument("--lr", type=common.positive_float, default=0.1,
                     help="learning rate: the step size of every gradient-descent loop here")
-# In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments rather
-# than ours, so there we simply take the defaults.
-args = parser.parse_args([] if "ipykernel" in sys.modules else None)
-
-try:
-    device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
-except common.UserError as error:
-    common.exit_with_error(str(error))
+args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
+device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
 
 torch.manual_seed(args.seed)  # the same seed gives the same data, the same start, the same output
 torch.set_printoptions(precision=4)  # how tensors are printed, not their values
@@ -172,8 +167,9 @@ common.section("6. torch.no_grad() and detach()")
 with torch.no_grad():
     doubled = x * 2
 print("x * 2 under no_grad: requires_grad", doubled.requires_grad, "| grad_fn", doubled.grad_fn)
-# (model.eval(), which 06_evaluate.py uses, is something else: it switches layers such as dropout
-# to their evaluation behaviour but records as usual. Evaluation code uses both.
+# (Later lessons also call model.eval() before evaluating. That is something else: a few kinds of
+# layers compute differently while a model trains and while it predicts, and model.eval()
+# switches them to predicting; it does not stop the recording. Evaluation code uses both.
 # torch.inference_mode() is a stricter, slightly faster no_grad.)
 
 # Changing a leaf that requires gradients in place, outside no_grad, is refused: autograd would
@@ -314,5 +310,5 @@ print(f"least squares:   weight={best_weight:.4f} bias={best_bias:.4f}")
 # What to look at: the loss falls to about the noise level and stays there, and both fits agree
 # with the least-squares line to a few thousandths; that line itself is off the true one by about
 # as much, because of the noise. The loop above is the training loop of 05_train.py; only the
-# model (a CNN), the loss (cross-entropy) and the data (images) will change.
+# model (a CNN), the loss (one made for choosing among classes) and the data (images) will change.
 print("\nNext, 03_data.py: loading CIFAR-10 images in batches.")

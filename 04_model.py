@@ -4,13 +4,12 @@ What you will learn
     - How a network is a Python class: its layers are made in __init__, and forward says how the
       data flows through them. Why subclassing nn.Module pays: parameters are registered for you,
       and .to(device), train()/eval() and state_dict() then work on the whole network at once.
-    - What each layer does (Conv2d, BatchNorm2d, GELU, MaxPool2d, Linear) and why it is there.
+    - What each layer does (Conv2d, MaxPool2d, BatchNorm2d, GELU, Linear) and why it is there.
     - The same network written with nn.Sequential, and when to prefer which.
     - How the shape of a batch changes layer by layer, and the formula behind it.
     - Where the parameters are, counted layer by layer.
     - How train() and eval() change what batch-norm does.
     - Why the network outputs raw scores (logits) and no softmax, and what softmax makes of them.
-    - How to draw the architecture: outputs/model_architecture.png.
 
 How to run it
     python 04_model.py                      # the default size, made for a CPU
@@ -21,17 +20,19 @@ Or run it one `# %%` cell at a time in VS Code or Jupyter. It takes a few second
 Reads nothing: the network is fed random numbers, because an untrained network is all there is
 to look at yet. Writes outputs/model_architecture.png, a diagram of the network.
 
-The class defined here, CifarNet, is the one that 05_train.py trains and 06-08 load. They get it
-through common.model_module().build_model(...), so the network is defined once, in this file.
-Importing this file only defines things; the lesson runs from main().
+The class defined here, CifarNet, is the one that 05_train.py trains and 06-08 load: they call
+common.import_script("04_model").build_model(...), so the network is defined once, in this file.
+That is why each cell below first defines what it teaches and then shows it in use under
+`if __name__ == "__main__":`. That condition is true only when you run this file yourself (or in
+Jupyter); when another script imports it, and again in each DataLoader worker process that
+re-imports those scripts on Windows and macOS, only the definitions run: nothing is printed,
+computed or drawn.
 """
 
-# %% Imports --------------------------------------------------------------------------------------
+# %% Setup ---------------------------------------------------------------------------------------
 import argparse
 import math
-import sys
 from collections import OrderedDict
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -39,17 +40,32 @@ from torch import nn
 
 import common
 
-# %% The building block ---------------------------------------------------------------------------
-# The network's sizes, by name. Each tuple gives the channels after the stem and after each of the
-# three blocks. "small" (0.29 million parameters) trains 10 epochs on a laptop CPU in about a
-# quarter of an hour; "large" has about 60 times as many (17.7 million) and is meant for a GPU
-# (10 epochs in seconds on an H100).
+# The network's sizes, by name. Each tuple gives the number of channels after the stem and after
+# each of the three blocks (both are defined below). "small" (0.29 million parameters) trains
+# 10 epochs on a laptop CPU in about a quarter of an hour; "large" has about 60 times as many
+# (17.7 million) and is meant for a GPU (10 epochs in seconds on an H100).
 MODEL_SIZES = {
     "small": (16, 32, 64, 128),
     "large": (64, 192, 768, 768),
 }
 
+if __name__ == "__main__":
+    common.report_errors_plainly()  # a mistake you can fix (no GPU for --device cuda): one sentence
+    parser = argparse.ArgumentParser(
+        description="Lesson 4: the CifarNet model, its shapes and parameters, and a diagram.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES),
+                        help="small: made for a CPU; large: about 60 times the parameters, "
+                             "made for a GPU")
+    common.add_device_flag(parser, "where the network and the example images live")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed (the starting weights and the example images)")
+    args = common.parse_args(parser)
+    device = common.get_device(args.device)
+    common.seed_everything(args.seed)  # the same seed, the same weights and images, same output
 
+
+# %% The building block: convolution, max-pool, batch-norm, GELU --------------------------------
 class ConvBlock(nn.Module):
     """conv -> max-pool -> batch-norm -> GELU -> conv -> batch-norm -> GELU.
 
@@ -58,32 +74,46 @@ class ConvBlock(nn.Module):
     """
 
     def __init__(self, in_channels, out_channels):
+        # nn.Module's own __init__ sets up the bookkeeping that records the layers assigned
+        # below; it must run before the first `self.something = layer`.
         super().__init__()
-        # A 3x3 convolution slides 3x3 filters over the image; padding=1 keeps height and width.
-        # bias=False because the batch-norm right after it adds its own bias.
+        # A 3x3 convolution: each of its out_channels filters is a small 3x3 window of weights
+        # (one per input channel) slid over every position of the image; each filter gives one
+        # output channel, a "feature map" of how strongly its pattern appears where.
+        # padding=1 adds a border of zeros so that the height and width stay the same.
+        # bias=False: norm1 below subtracts each channel's mean, which would cancel any constant
+        # that a bias added, and then adds a learned shift of its own.
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
         # Max-pooling keeps the largest value of each 2x2 patch: half the height and width, so the
         # next layers see a wider part of the image for the same cost. Pooling straight after the
-        # first convolution also means the batch-norm and GELU below work on a quarter of the
-        # pixels.
+        # first convolution also means that the batch-norm and GELU below work on a quarter of
+        # the pixels.
         self.pool = nn.MaxPool2d(kernel_size=2)
-        # Batch-norm rescales each channel to mean 0 and variance 1 over the batch (then learns a
-        # scale and a shift). It keeps activations in a good range, so a high learning rate works.
+        # Batch normalisation ("batch-norm"). For each channel, it takes the mean and standard
+        # deviation of that channel over the whole batch (every image, every position), rescales
+        # the channel to mean 0 and standard deviation 1, then multiplies by a learned scale (its
+        # `weight`, starting at 1) and adds a learned shift (its `bias`, starting at 0). Why:
+        # whatever the earlier layers' weights do during training, the next layer gets inputs of
+        # a steady size, so training tolerates a high learning rate and needs fewer epochs. A
+        # catch, shown in section 5: an image's output then depends on the rest of its batch, so
+        # for evaluation batch-norm switches to averages it keeps during training.
         self.norm1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_channels)
         # GELU is a smooth ReLU: it lets positive values through and squashes negative ones
-        # towards 0. Without a non-linearity, stacked layers would collapse into one linear map.
-        # It has no parameters, so one module can serve both places in forward.
+        # towards 0. Without a non-linearity between them, two convolutions in a row would be no
+        # more than one (a linear map of a linear map is linear). GELU has no parameters, so one
+        # module can serve both places in forward.
         self.activation = nn.GELU()
 
     def forward(self, x):
+        # x: a batch of feature maps, shape (N, in_channels, height, width).
         x = self.activation(self.norm1(self.pool(self.conv1(x))))
         x = self.activation(self.norm2(self.conv2(x)))
-        return x
+        return x  # (N, out_channels, height / 2, width / 2)
 
 
-# %% The network -----------------------------------------------------------------------------------
+# %% The network ---------------------------------------------------------------------------------
 class CifarNet(nn.Module):
     """A CNN for 32x32 colour images: a stem, three ConvBlocks, global max-pool, a linear layer.
 
@@ -100,6 +130,7 @@ class CifarNet(nn.Module):
         self.size = size
         self.num_classes = num_classes
         # The stem turns 3 colour channels into `stem_width` feature maps, still 32x32.
+        # nn.Sequential holds layers and runs them one after the other (section 2 says more).
         self.stem = nn.Sequential(
             nn.Conv2d(3, stem_width, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(stem_width),
@@ -111,26 +142,43 @@ class CifarNet(nn.Module):
             ConvBlock(block_widths[0], block_widths[1]),
             ConvBlock(block_widths[1], block_widths[2]),
         )
-        # Global max-pool: the largest value of each channel over the 4x4 map, whatever the
-        # position, so (N, C, 4, 4) becomes (N, C, 1, 1).
+        # Global max-pool: the largest value of each channel over the 4x4 map, wherever it is,
+        # so (N, C, 4, 4) becomes (N, C, 1, 1): "is this feature anywhere in the image?".
         self.pool = nn.AdaptiveMaxPool2d(1)
-        self.flatten = nn.Flatten()  # (N, C, 1, 1) -> (N, C)
-        # One score per class. No softmax here: nn.CrossEntropyLoss wants the raw scores.
+        self.flatten = nn.Flatten()  # (N, C, 1, 1) -> (N, C), the shape Linear takes
+        # The classifier gives one score per class, a "logit": section 6 shows how softmax turns
+        # logits into probabilities, and why the model leaves that to the loss function.
+        # bias=False: a bias would add a fixed score per class whatever the image, a built-in
+        # preference for some classes. CIFAR-10 has equally many images of every class, so it
+        # would have little to learn; the recipe this network follows (next comment) has none.
         self.classifier = nn.Linear(block_widths[2], num_classes, bias=False)
-        # The scores are multiplied by 1/8. At the start of training this keeps them small, so the
-        # network is not confidently wrong, and it lets the last layer learn more gently than the
-        # rest at the same learning rate. It is a constant, not a parameter.
+        # The scores are multiplied by 1/8, a constant (not a parameter). Two effects:
+        #   - At the start, the scores are 8 times smaller than the Linear layer alone makes them.
+        #     Measured on random images (5 seeds, batches of 64, both sizes): their standard
+        #     deviation is about 0.13 instead of 1, and the first loss 2.30, what a uniform guess
+        #     scores (ln(10) = 2.303), instead of 2.6 to 2.7, with some images already given a
+        #     probability above 0.5 for an arbitrary class. So training starts from "no opinion"
+        #     rather than from confident guesses it must first undo. Section 6 shows both.
+        #   - During training, the gradient reaching the classifier's weights is 8 times
+        #     smaller, and each change of them moves the scores 8 times less: with SGD, the last
+        #     layer learns as if its learning rate were 64 times smaller than the rest's.
+        # Where 1/8 comes from: the layout of this network (conv, pool, batch-norm, GELU blocks;
+        # a global max-pool; a Linear without bias, scaled down) follows the fast CIFAR-10
+        # training scripts of the "speed-run" community, e.g. Keller Jordan's airbench
+        # (github.com/KellerJordan/cifar10-airbench), which multiplies by 1/9. Like a learning
+        # rate, it is a tuned setting, not a derived constant.
         self.logit_scale = 1 / 8
 
     def forward(self, x):
+        # x: a batch of normalised images, shape (N, 3, 32, 32).
         x = self.stem(x)
         x = self.blocks(x)
         x = self.flatten(self.pool(x))
-        return self.classifier(x) * self.logit_scale
+        return self.classifier(x) * self.logit_scale  # (N, num_classes)
 
 
 def build_model(size="small", num_classes=10):
-    """Make a CifarNet; 05-08 call this (through common) so that they all build the same network.
+    """Make a CifarNet; 05-08 call this, so that they all build the same network.
 
     Args:
         size: a key of MODEL_SIZES.
@@ -144,7 +192,109 @@ def build_model(size="small", num_classes=10):
     return CifarNet(size=size, num_classes=num_classes)
 
 
-# %% The same network with nn.Sequential ----------------------------------------------------------
+def shape_of(tensor):
+    """A tensor's shape as a plain tuple, which prints as (8, 3, 32, 32)."""
+    return tuple(tensor.shape)
+
+
+def max_difference(a, b):
+    """The largest absolute difference between two tensors of the same shape, as a float."""
+    return (a - b).abs().max().item()
+
+
+if __name__ == "__main__":
+    model = build_model(args.model_size).to(device)
+    # Stand-ins for a batch of normalised CIFAR-10 images: random numbers with mean 0 and
+    # standard deviation 1 per channel, which is what normalisation (03_data.py) makes of real
+    # pixels. A few images are enough for batch-norm's statistics, and two keep the large
+    # network's forward passes (60 times the work) quick on a CPU too.
+    data = common.import_script("03_data")  # the CIFAR-10 image size and class names
+    batch_size = {"small": 8, "large": 2}[args.model_size]
+    images = torch.randn(batch_size, 3, data.IMAGE_SIZE, data.IMAGE_SIZE, device=device)
+    print(f"model size {args.model_size!r} on {device}; a batch of {batch_size} random images "
+          f"{shape_of(images)}")
+
+
+# %% 1. A network is a class ----------------------------------------------------------------------
+if __name__ == "__main__":
+    common.section("1. A network is a class: __init__ makes the layers, forward wires them")
+    # Printing a module lists the layers that __init__ created, nested the way they were
+    # assigned: `stem` and `blocks` are nn.Sequential containers, each block is a ConvBlock.
+    # forward() is not shown: the printout lists the parts, not how the data flows (section 3).
+    print(model)
+
+    # Calling the model runs its forward(). Call model(images), not model.forward(images): the
+    # call goes through nn.Module.__call__, which also runs any hooks (section 3 uses them).
+    outputs = model(images)
+    print(f"\nmodel(images): {shape_of(images)} -> {shape_of(outputs)}, one score per class "
+          "for each image")
+    # As in 02_autograd.py, the output remembers how it was computed, ready for backward():
+    print("the output's grad_fn:", type(outputs.grad_fn).__name__,
+          "(the last operation of forward: the multiplication by logit_scale)")
+
+    # Why subclass nn.Module rather than write a plain class? Because assigning a layer (or an
+    # nn.Parameter) to `self.something` in __init__ registers it: nn.Module keeps a list of its
+    # submodules and their parameters. Everything below relies on that list.
+    parameters = list(model.parameters())
+    print(f"\nmodel.parameters(): {len(parameters)} tensors, found in every nested layer, e.g.")
+    for name, parameter in list(model.named_parameters())[:3]:
+        print(f"    {name:20s} {str(shape_of(parameter)):16s} "
+              f"requires_grad={parameter.requires_grad}")
+    # That list is what you hand to an optimizer: torch.optim.SGD(model.parameters(), lr=0.1).
+    # logit_scale is a plain float, not an nn.Parameter, so it is not in the list: it is a
+    # constant the optimizer must not change.
+
+    # The classic mistake: layers kept in a plain Python list are invisible to nn.Module. They
+    # compute, but they are not trained, not moved by .to() and not saved. nn.ModuleList (or
+    # nn.Sequential) registers them.
+    class PlainList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = [nn.Linear(4, 4), nn.Linear(4, 4)]  # wrong: a plain list
+
+    class WithModuleList(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])  # right
+
+    print("two Linear(4, 4) layers in a plain list:",
+          sum(p.numel() for p in PlainList().parameters()), "parameters registered;",
+          "in an nn.ModuleList:", sum(p.numel() for p in WithModuleList().parameters()))
+
+    # .to(device) moves every registered parameter and buffer (a buffer is a tensor the module
+    # keeps but does not train, such as batch-norm's running averages). The setup above called
+    # it; it changes the module in place (and returns it, hence `build_model(...).to(device)`).
+    places = {str(tensor.device) for tensor in [*model.parameters(), *model.buffers()]}
+    print(f"\nafter model.to({str(device)!r}), the parameters and buffers are on: "
+          f"{', '.join(sorted(places))}")
+
+    # train() and eval() set a `training` flag on the module and on every submodule. Only a few
+    # kinds of layer read it (batch-norm and dropout are the common ones); section 5 shows what
+    # changes.
+    model.eval()
+    print("after model.eval():  model.training =", model.training,
+          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
+    model.train()
+    print("after model.train(): model.training =", model.training,
+          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
+
+    # state_dict() maps names to tensors: every parameter and every buffer. It is what a
+    # checkpoint saves (05_train.py) and what load_state_dict() puts back (06-08). The names are
+    # the attribute paths, "blocks.0.conv1.weight" for self.blocks[0].conv1.weight, which is why
+    # renaming an attribute breaks loading of old checkpoints.
+    state = model.state_dict()
+    buffers = [name for name, _ in model.named_buffers()]
+    print(f"\nmodel.state_dict(): {len(state)} entries = {len(parameters)} parameters "
+          f"+ {len(buffers)} buffers, e.g.")
+    for name in ["stem.0.weight", "blocks.0.norm1.weight", "blocks.0.norm1.running_mean",
+                 "blocks.0.norm1.num_batches_tracked", "classifier.weight"]:
+        print(f"    {name:36s} {shape_of(state[name])}")
+
+
+# %% 2. The same network with nn.Sequential -------------------------------------------------------
+# nn.Sequential is a module whose forward() calls its layers one after the other, each on the
+# output of the one before. When a network is a straight pipe, that is all forward() would say,
+# and you need no class of your own. build_sequential() writes CifarNet that way.
 class Scale(nn.Module):
     """Multiply the input by a constant: CifarNet's `* logit_scale`, as a layer.
 
@@ -213,111 +363,10 @@ def build_sequential(size="small", num_classes=10):
     }))
 
 
-# %% The lesson -----------------------------------------------------------------------------------
-# Everything below runs only from main(), so that `import`ing this file (as 05-08 do through
-# common.model_module()) defines the network and does nothing else. Each section is a function;
-# main(), at the bottom, calls them in order.
-
-# Images in the example batch, by model size: enough for batch-norm's statistics, and few enough
-# that the large network's forward passes (60 times the work) stay quick on a CPU too.
-BATCH_SIZES = {"small": 8, "large": 2}
-
-
-def shape_of(tensor):
-    """A tensor's shape as a plain tuple, which prints as (8, 3, 32, 32)."""
-    return tuple(tensor.shape)
-
-
-def max_difference(a, b):
-    """The largest absolute difference between two tensors of the same shape, as a float."""
-    return (a - b).abs().max().item()
-
-
-# %% 1. A network is a class ----------------------------------------------------------------------
-def show_the_module(model, images, device):
-    """Section 1: print the model, call it, and look at what nn.Module does for us."""
-    common.section("1. A network is a class: __init__ makes the layers, forward wires them")
-    # Printing a module lists the layers that __init__ created, nested the way they were
-    # assigned: `stem` and `blocks` are nn.Sequential containers, each block is a ConvBlock.
-    # forward() is not shown: the printout lists the parts, not how the data flows (section 3).
-    print(model)
-
-    # Calling the model runs its forward(). Call model(images), not model.forward(images): the
-    # call goes through nn.Module.__call__, which also runs any hooks (section 3 uses them).
-    outputs = model(images)
-    print(f"\nmodel(images): {shape_of(images)} -> {shape_of(outputs)}, one score per class "
-          "for each image")
-    # As in 02_autograd.py, the output remembers how it was computed, ready for backward():
-    print("the output's grad_fn:", type(outputs.grad_fn).__name__,
-          "(the last operation of forward: the multiplication by logit_scale)")
-
-    # Why subclass nn.Module rather than write a plain class? Because assigning a layer (or an
-    # nn.Parameter) to `self.something` in __init__ registers it: nn.Module keeps a list of its
-    # submodules and their parameters. Everything below relies on that list.
-    parameters = list(model.parameters())
-    print(f"\nmodel.parameters(): {len(parameters)} tensors, found in every nested layer, e.g.")
-    for name, parameter in list(model.named_parameters())[:3]:
-        print(f"    {name:20s} {str(shape_of(parameter)):16s} "
-              f"requires_grad={parameter.requires_grad}")
-    # That list is what you hand to an optimizer: torch.optim.SGD(model.parameters(), lr=0.1).
-    # logit_scale is a plain float, not an nn.Parameter, so it is not in the list: it is a
-    # constant the optimizer must not change.
-
-    # The classic mistake: layers kept in a plain Python list are invisible to nn.Module. They
-    # compute, but they are not trained, not moved by .to() and not saved. nn.ModuleList (or
-    # nn.Sequential) registers them.
-    class PlainList(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = [nn.Linear(4, 4), nn.Linear(4, 4)]  # wrong: a plain list
-
-    class WithModuleList(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])  # right
-
-    print("two Linear(4, 4) layers in a plain list:",
-          sum(p.numel() for p in PlainList().parameters()), "parameters registered;",
-          "in an nn.ModuleList:", sum(p.numel() for p in WithModuleList().parameters()))
-
-    # .to(device) moves every registered parameter and buffer (a buffer is a tensor the module
-    # keeps but does not train, such as batch-norm's running mean). main() already called it.
-    places = {str(tensor.device) for tensor in [*model.parameters(), *model.buffers()]}
-    print(f"\nafter model.to({str(device)!r}), the parameters and buffers are on: "
-          f"{', '.join(sorted(places))}")
-
-    # train() and eval() set a `training` flag on the module and on every submodule. Only a few
-    # kinds of layer read it (batch-norm and dropout are the common ones); section 5 shows what
-    # changes.
-    model.eval()
-    print("after model.eval():  model.training =", model.training,
-          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
-    model.train()
-    print("after model.train(): model.training =", model.training,
-          "| model.blocks[0].norm1.training =", model.blocks[0].norm1.training)
-
-    # state_dict() maps names to tensors: every parameter and every buffer. It is what a
-    # checkpoint saves (05_train.py) and what load_state_dict() puts back (06-08). The names are
-    # the attribute paths, "blocks.0.conv1.weight" for self.blocks[0].conv1.weight, which is why
-    # renaming an attribute breaks loading of old checkpoints.
-    state = model.state_dict()
-    buffers = [name for name, _ in model.named_buffers()]
-    print(f"\nmodel.state_dict(): {len(state)} entries = {len(parameters)} parameters "
-          f"+ {len(buffers)} buffers, e.g.")
-    for name in ["stem.0.weight", "blocks.0.norm1.weight", "blocks.0.norm1.running_mean",
-                 "blocks.0.norm1.num_batches_tracked", "classifier.weight"]:
-        print(f"    {name:36s} {shape_of(state[name])}")
-
-
-# %% 2. The same network with nn.Sequential -------------------------------------------------------
-def compare_with_sequential(model, images, size, device):
-    """Section 2: build_sequential() gives the same network; load CifarNet's weights and compare."""
+if __name__ == "__main__":
     common.section("2. The same network with nn.Sequential")
-    # nn.Sequential is a module whose forward() calls its layers one after the other, each on the
-    # output of the one before. When a network is a straight pipe, that is all forward() would
-    # say, and you need no class of your own. build_sequential() (above main) writes CifarNet that
-    # way. Its top level:
-    sequential = build_sequential(size, model.num_classes).to(device)
+    sequential = build_sequential(args.model_size, model.num_classes).to(device)
+    print("build_sequential(), its top level:")
     for name, layer in sequential.named_children():
         print(f"    {name:10s} {type(layer).__name__}"
               + (f" of {len(layer)} layers" if isinstance(layer, nn.Sequential) else ""))
@@ -361,6 +410,10 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1):
 def trace_shapes(model, images):
     """Record every call of every leaf layer (one without sublayers) during one forward pass.
 
+    Args:
+        model: any nn.Module.
+        images: a batch to run through it (no gradients are recorded).
+
     Returns:
         A list of (name, layer, input shape, output shape), in the order the layers ran.
     """
@@ -382,8 +435,7 @@ def trace_shapes(model, images):
     return records
 
 
-def show_shapes(model, images):
-    """Section 3: print the shape of the batch after every layer, and check the formula."""
+if __name__ == "__main__":
     common.section("3. How the shape changes, layer by layer")
     model.eval()
     records = trace_shapes(model, images)
@@ -420,12 +472,11 @@ def show_shapes(model, images):
             predicted = conv_output_size(input_shape[2], kernel, stride, padding, dilation)
             agrees = agrees and predicted == output_shape[2]
     print("the formula agrees with every Conv2d and MaxPool2d in the trace:", agrees)
-    return records
 
 
 # %% 4. Where the parameters are ------------------------------------------------------------------
 def parameter_formula(module):
-    """How a layer's parameter count is made up, as text: '32×24×3×3' for a conv, say."""
+    """How a layer's parameter count is made up, as text: '32×16×3×3' for a conv, say."""
     if isinstance(module, nn.Conv2d):
         height, width = module.kernel_size
         formula = f"{module.out_channels}×{module.in_channels // module.groups}×{height}×{width}"
@@ -443,8 +494,7 @@ def count_parameters(model):
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def show_parameters(model):
-    """Section 4: the parameter count of every layer, by type, and in total."""
+if __name__ == "__main__":
     common.section("4. Where the parameters are")
     # A parameter is one learned number. parameters(recurse=False) gives the ones a layer holds
     # itself, so each number is counted once, in the layer that owns it.
@@ -465,7 +515,7 @@ def show_parameters(model):
     # What to look at:
     #   - A conv has out × in × 3 × 3 weights, so doubling the channels on both sides makes it
     #     4 times bigger: the last block's convs hold most of the network.
-    #   - Batch-norm has 2 parameters per channel (a scale and a shift): next to nothing. Its
+    #   - Batch-norm has 2 parameters per channel (its scale and shift): next to nothing. Its
     #     running mean and variance are buffers: saved in the state_dict, but not trained.
     #   - The last layer, Linear, has one weight per (feature, class) pair, C × 10, and no bias.
     #   - Pooling, GELU and Flatten have none. The convs have no bias (batch-norm adds one).
@@ -482,20 +532,20 @@ def show_parameters(model):
 
 
 # %% 5. train() and eval() ------------------------------------------------------------------------
-def compare_train_and_eval(model, images):
-    """Section 5: batch-norm in training mode and in evaluation mode, on the same images."""
+# In training mode, batch-norm normalises each channel with the mean and variance of the current
+# batch, and it updates running averages of them (its buffers). In evaluation mode it uses those
+# running averages instead. So:
+#   - in train() the output for one image depends on the other images of its batch;
+#   - in eval() every image is processed on its own: the same image gives the same output,
+#     whatever batch it is in, every time.
+# Forget model.eval() before evaluating or predicting, and the answer for an image changes with
+# the images it happens to be batched with. (Dropout, which randomly zeroes some activations
+# during training and which this network does not use, is the other common layer that eval()
+# switches off.) eval() does not stop the recording of a graph for gradients; that is
+# torch.no_grad()'s job, so evaluation code uses both.
+if __name__ == "__main__":
     common.section("5. train() and eval(): batch-norm behaves differently")
-    # In training mode, batch-norm normalises each channel with the mean and variance of the
-    # current batch, and it updates running averages of them (its buffers). In evaluation mode
-    # it uses those running averages instead. So:
-    #   - in train() the output for one image depends on the other images of its batch;
-    #   - in eval() every image is processed on its own: the same image gives the same output,
-    #     whatever batch it is in, every time.
-    # Forget model.eval() before evaluating or predicting, and the answer for an image changes
-    # with the images it happens to be batched with. (Dropout, which this network does not use,
-    # is the other layer that eval() switches off.) eval() does not stop the recording of a graph
-    # for gradients; that is torch.no_grad()'s job, so evaluation code uses both.
-    norm = model.stem[1]
+    norm = model.stem[1]  # the first batch-norm, whose counter of batches seen we watch
     with torch.no_grad():
         model.train()
         tracked_before = norm.num_batches_tracked.item()
@@ -524,19 +574,18 @@ def compare_train_and_eval(model, images):
 
 
 # %% 6. Logits, not probabilities -----------------------------------------------------------------
-def show_logits(model, images):
-    """Section 6: the raw outputs, softmax, and why the model leaves softmax to the loss."""
+# The network ends with a Linear layer, so it outputs 10 unbounded scores per image: logits. A
+# larger logit means "more likely", but they are not probabilities: they can be negative and do
+# not add up to 1. softmax turns them into probabilities:
+#     p_i = exp(z_i) / sum_j exp(z_j)
+# The model does not end with one because training does not want it: nn.CrossEntropyLoss takes
+# the logits, applies log-softmax itself and picks the log-probability of the right class, in one
+# step that stays accurate where exp() would overflow or round to 0. A softmax in the model would
+# be applied twice, and learning would crawl. So: logits out of the model, softmax only when a
+# person wants to read probabilities (08_predict.py), and argmax for the predicted class, which is
+# the same with or without softmax (it never changes the order).
+if __name__ == "__main__":
     common.section("6. The output: logits, not probabilities")
-    # The network ends with a Linear layer, so it outputs 10 unbounded scores per image: logits.
-    # A larger logit means "more likely", but they are not probabilities: they can be negative
-    # and do not add up to 1. softmax turns them into probabilities:
-    #     p_i = exp(z_i) / sum_j exp(z_j)
-    # The model does not end with one because training does not want it: nn.CrossEntropyLoss
-    # takes the logits, applies log-softmax itself and picks the log-probability of the right
-    # class, in one step that stays accurate where exp() would overflow or round to 0. A softmax
-    # in the model would be applied twice, and learning would crawl. So: logits out of the model,
-    # softmax only when a person wants to read probabilities (08_predict.py), and argmax for the
-    # predicted class, which is the same with or without softmax (it never changes the order).
     # We look at the logits in training mode, as the loss sees them at the first training step.
     # (In eval mode an untrained network's running averages do not fit its activations yet, and
     # the logits come out smaller still; section 5.)
@@ -552,201 +601,35 @@ def show_logits(model, images):
     print(f"the probabilities range from {probabilities.min().item():.3f} to "
           f"{probabilities.max().item():.3f} (uniform: {1 / model.num_classes:.3f}): untrained, "
           "the model has no opinion yet")
-    # The logit_scale of 1/8 keeps the first logits small, so the probabilities start close to
-    # uniform, and the first loss close to that of guessing: ln(10).
-    labels = torch.arange(len(images), device=images.device) % model.num_classes  # any labels
-    loss = nn.CrossEntropyLoss()(logits, labels)
-    rows = torch.arange(len(labels), device=images.device)
+    labels = torch.arange(len(images), device=device) % model.num_classes  # any labels will do
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn(logits, labels)
+    rows = torch.arange(len(labels), device=device)
     by_hand = -F.log_softmax(logits, dim=1)[rows, labels].mean()
     print(f"CrossEntropyLoss()(logits, labels) = {loss.item():.4f}; the mean of -log(softmax) "
           f"of each image's label, by hand: {by_hand.item():.4f}; a uniform guess: "
           f"ln({model.num_classes}) = {math.log(model.num_classes):.4f}")
+    # What logit_scale (CifarNet.__init__) buys: undo it, and the same scores are 8 times larger.
+    # The probabilities move away from uniform, towards confident guesses about classes the
+    # network knows nothing of yet, and the loss rises (2.6 to 2.7 on average over many batches).
+    unscaled = logits / model.logit_scale
+    print(f"without the * {model.logit_scale}: probabilities up to "
+          f"{unscaled.softmax(dim=1).max().item():.3f}, "
+          f"loss {loss_fn(unscaled, labels).item():.4f}")
     predicted = logits.argmax(dim=1)
-    names = common.CIFAR10_CLASSES if model.num_classes == len(common.CIFAR10_CLASSES) else None
+    names = data.CIFAR10_CLASSES if model.num_classes == len(data.CIFAR10_CLASSES) else None
     print("predicted classes (argmax of the logits):",
           [names[index] for index in predicted.tolist()] if names else predicted.tolist())
 
 
 # %% 7. A diagram of the network ------------------------------------------------------------------
-LAYER_COLOURS = {  # one colour per kind of layer, for the diagram and its legend
-    "Conv2d": "#8ecae6",
-    "MaxPool2d": "#ffb703",
-    "AdaptiveMaxPool2d": "#ffb703",
-    "BatchNorm2d": "#b7e4c7",
-    "GELU": "#cdb4db",
-    "Flatten": "#e9ecef",
-    "Linear": "#f4a261",
-    "scale": "#e9ecef",
-}
-
-
-def describe_layer(module):
-    """A short label for a layer in the diagram."""
-    if isinstance(module, nn.Conv2d):
-        return f"Conv {module.kernel_size[0]}×{module.kernel_size[1]}, " \
-               f"{module.in_channels}→{module.out_channels}"
-    if isinstance(module, nn.MaxPool2d):
-        return f"MaxPool {module.kernel_size}×{module.kernel_size}"
-    if isinstance(module, nn.AdaptiveMaxPool2d):
-        return "global MaxPool"
-    if isinstance(module, nn.BatchNorm2d):
-        return f"BatchNorm ({module.num_features})"
-    if isinstance(module, nn.Linear):
-        return f"Linear {module.in_features}→{module.out_features}"
-    return type(module).__name__
-
-
-def per_image_shape(shape):
-    """(8, 24, 32, 32) -> '24×32×32': the shape of one image, without the batch dimension."""
-    return "×".join(str(size) for size in shape[1:])
-
-
-def draw_architecture(model, records, input_shape, path):
-    """Section 7: draw the network as boxes, one column per stage, and save it as a PNG.
-
-    Args:
-        model: the CifarNet that `records` traced.
-        records: the list from trace_shapes (the layers in the order they ran, with shapes).
-        input_shape: the shape of the traced batch.
-        path: where to save the PNG.
-    """
-    common.section("7. A diagram of the network")
-    import matplotlib
-
-    matplotlib.use("Agg")  # draw to a file: no window needed, works on a server
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch, Patch
-
-    # Group the traced layers into stages by the first part of their name: "stem.0" belongs to
-    # the stem, "blocks.1.conv2" to block 2, "pool", "flatten" and "classifier" to the head.
-    stages = {}
-    for name, module, _, output_shape in records:
-        parts = name.split(".")
-        stage = ("Stem" if parts[0] == "stem" else
-                 f"Block {int(parts[1]) + 1}" if parts[0] == "blocks" else "Head")
-        stages.setdefault(stage, []).append(
-            (describe_layer(module), type(module).__name__, per_image_shape(output_shape)))
-    scale = Fraction(model.logit_scale).limit_denominator(1000)  # 0.125 -> 1/8
-    stages["Head"].append((f"× logit_scale ({scale})", "scale",
-                           per_image_shape(records[-1][3])))
-
-    # Sizes in "data units"; the figure is scaled so that one unit is about 0.8 inch.
-    box_width, box_height, gap = 2.6, 0.78, 0.3
-    frame_pad = 0.15  # the dashed frame around a stage sits this far outside its boxes
-    column_step = box_width + 1.7  # room between stages for the arrows and their shape labels
-    most_layers = max(len(layers) for layers in stages.values())
-    top = most_layers * (box_height + gap)
-    width = (len(stages) + 2) * column_step - 1.7
-    figure, axes = plt.subplots(figsize=(width * 0.8, (top + 2.2) * 0.8))
-    axes.set_xlim(-0.1, width + 0.1)
-    axes.set_ylim(-0.9, top + 1.3)
-    axes.axis("off")
-
-    def box(x, y, text, shape, colour, bold=False):
-        """A layer: a rounded box with its name and, below it in grey, the shape it outputs."""
-        axes.add_patch(FancyBboxPatch((x, y), box_width, box_height,
-                                      boxstyle="round,pad=0,rounding_size=0.08",
-                                      facecolor=colour, edgecolor="#343a40", linewidth=1))
-        axes.text(x + box_width / 2, y + box_height * 0.63, text, ha="center", va="center",
-                  fontsize=10.5, fontweight="bold" if bold else "normal")
-        axes.text(x + box_width / 2, y + box_height * 0.27, shape, ha="center", va="center",
-                  fontsize=9, color="#495057")
-
-    def arrow(start, end, label=None):
-        axes.annotate("", xy=end, xytext=start,
-                      arrowprops=dict(arrowstyle="-|>", color="#343a40", linewidth=1.3,
-                                      shrinkA=0, shrinkB=0))
-        if label:  # the shape that travels along the arrow, written above it
-            axes.text((start[0] + end[0]) / 2, start[1] + 0.1, label, ha="center", va="bottom",
-                      fontsize=10, color="#1d3557", fontweight="bold")
-
-    middle = top / 2  # the stages are joined by horizontal arrows at mid-height
-    input_text = per_image_shape(input_shape)
-    box(0, middle - box_height / 2, "input image", input_text, "#ffffff", bold=True)
-    # Where the next arrow between stages starts, and the shape it carries.
-    previous_right, previous_shape = box_width, input_text
-    for index, (stage, layers) in enumerate(stages.items(), start=1):
-        x = index * column_step
-        stage_height = len(layers) * (box_height + gap) - gap
-        stage_bottom = middle - stage_height / 2
-        # A light dashed frame around the stage, with the stage's name above it.
-        axes.add_patch(FancyBboxPatch((x - frame_pad, stage_bottom - frame_pad),
-                                      box_width + 2 * frame_pad, stage_height + 2 * frame_pad,
-                                      boxstyle="round,pad=0,rounding_size=0.15",
-                                      facecolor="#f8f9fa", edgecolor="#adb5bd", linestyle="--",
-                                      zorder=0))
-        axes.text(x + box_width / 2, stage_bottom + stage_height + frame_pad + 0.08, stage,
-                  ha="center", va="bottom", fontsize=12.5, fontweight="bold")
-        arrow((previous_right, middle), (x - frame_pad, middle), label=previous_shape)
-        # The layers, top to bottom in the order they run, each with the shape it outputs.
-        for row, (label, kind, shape) in enumerate(layers):
-            y = stage_bottom + stage_height - box_height - row * (box_height + gap)
-            box(x, y, label, shape, LAYER_COLOURS.get(kind, "#ffffff"))
-            if row < len(layers) - 1:
-                arrow((x + box_width / 2, y), (x + box_width / 2, y - gap))
-        previous_right, previous_shape = x + box_width + frame_pad, layers[-1][2]
-    x = (len(stages) + 1) * column_step
-    arrow((previous_right, middle), (x, middle), label=previous_shape)
-    box(x, middle - box_height / 2, f"{model.num_classes} logits", "one score per class", "#ffffff",
-        bold=True)
-
-    axes.set_title(f"CifarNet, size \"{model.size}\": {count_parameters(model):,d} parameters\n"
-                   "Under each layer, the shape it outputs for one image: channels×height×width "
-                   "(the batch dimension is left out)", fontsize=12.5, linespacing=1.6)
-    legend = [Patch(facecolor=LAYER_COLOURS[kind], edgecolor="#333333", label=label)
-              for kind, label in [("Conv2d", "convolution"), ("MaxPool2d", "max-pool"),
-                                  ("BatchNorm2d", "batch-norm"), ("GELU", "activation"),
-                                  ("Linear", "linear")]]
-    axes.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False,
-                bbox_to_anchor=(0.5, -0.02), fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    print("saved the architecture diagram to", path)
-
-
-# %% Run the lesson -------------------------------------------------------------------------------
-def parse_args():
-    """The command-line flags; `python 04_model.py --help` lists them with their defaults."""
-    parser = argparse.ArgumentParser(
-        description="Lesson 4: the CifarNet model, its shapes and parameters, and a diagram.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES),
-                        help="small: made for a CPU; large: about 60 times the parameters, "
-                             "made for a GPU")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to compute; auto picks CUDA, then Apple MPS, then the CPU")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed (the starting weights and the example images)")
-    # In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments
-    # rather than ours, so there we simply take the defaults.
-    return parser.parse_args([] if "ipykernel" in sys.modules else None)
-
-
-def main():
-    """Build the network for the chosen size and run the lesson's sections in order."""
-    args = parse_args()
-    device = common.get_device(args.device)
-    common.seed_everything(args.seed)  # the same seed, the same weights and images, same output
-
-    model = build_model(args.model_size).to(device)
-    # Stand-ins for a batch of normalised CIFAR-10 images: random numbers with mean 0 and
-    # standard deviation 1 per channel, which is what common.normalize makes of real pixels.
-    batch_size = BATCH_SIZES[args.model_size]
-    images = torch.randn(batch_size, 3, common.IMAGE_SIZE, common.IMAGE_SIZE, device=device)
-    print(f"model size {args.model_size!r} on {device}; a batch of {batch_size} random images "
-          f"{shape_of(images)}")
-
-    show_the_module(model, images, device)
-    compare_with_sequential(model, images, args.model_size, device)
-    records = show_shapes(model, images)
-    show_parameters(model)
-    compare_train_and_eval(model, images)
-    show_logits(model, images)
-    diagram_path = common.OUTPUT_DIR / "model_architecture.png"
-    draw_architecture(model, records, shape_of(images), diagram_path)
-    print("\nNext, 05_train.py: the training loop that teaches this network to classify images.")
-
-
+# The shape trace of section 3, drawn: one column per stage, one box per layer, with the shape
+# each layer outputs. The drawing code teaches matplotlib, not PyTorch, so it lives in figures.py.
 if __name__ == "__main__":
-    common.run_main(main)
+    import figures
+
+    common.section("7. A diagram of the network")
+    diagram_path = figures.draw_architecture(model, records,
+                                             common.OUTPUT_DIR / "model_architecture.png")
+    print("saved the architecture diagram to", diagram_path)
+    print("\nNext, 05_train.py: the training loop that teaches this network to classify images.")

@@ -6,19 +6,20 @@ What you will learn
       5 loss, 6 backward pass, 7 optimizer.step()
     - what a real run adds around them: a learning-rate schedule, validation every epoch,
       checkpoints you can resume from, a progress bar, a history of the losses and its plot
-    - the tricks that make a small network reach high accuracy in 10 epochs, each explained
-      where it is used and each one something you can switch off
 
 Run it
     python 05_train.py --epochs 10                       # CIFAR-10 (downloaded into data/)
     python 05_train.py --epochs 10 --model-size large    # the bigger network, for a GPU
     python 05_train.py --epochs 1 --fake-data            # offline check of the whole pipeline
-    python 05_train.py --epochs 12 --resume              # go on from checkpoints/last.pt
+    python 05_train.py --epochs 10 --resume              # finish an interrupted run
     python 05_train.py --help                            # every flag, with its default
 
-Reads the data (see 03_data.py). Writes checkpoints/last.pt (after every epoch),
-checkpoints/best.pt (whenever validation accuracy improves), outputs/history.json and
-outputs/training_curves.png. Next: `python 06_evaluate.py` measures the best model on the test set.
+Reads the data (03_data.py). Writes checkpoints/last.pt (after every epoch), checkpoints/best.pt
+(whenever validation accuracy improves), outputs/history.json and outputs/training_curves.png.
+Next: `python 06_evaluate.py` measures the best model on the test set.
+
+train_one_epoch and evaluate work with any model and any DataLoader that yields (float images,
+labels): copy them into your own project as they are.
 """
 
 # %% Imports
@@ -35,14 +36,19 @@ from tqdm import tqdm
 
 import common
 
+data = common.import_script("03_data")  # the data pipeline (a file name can't start `import 0...`)
+models = common.import_script("04_model")  # the network
+
 # %% Settings --------------------------------------------------------------------------------------
-# The flags below (see --help) change the run; these constants are the rest of the recipe. Each is
-# explained where it is used.
+# The flags (see --help) change a run; these constants are the rest of the recipe. They are the
+# values the first version of this project settled on in sweeps of the small network, 10 epochs,
+# on an H100: peak learning rates from 0.1 to 0.8 per 512 images were tried and 0.6 kept; the
+# warm-up length and the start and end factors are the usual shape of a one-cycle schedule
+# (a short rise, then a long fall to almost nothing) and were not tuned one by one.
 MOMENTUM = 0.9  # SGD keeps a running average of past gradients and moves along it
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
 END_FACTOR = 0.001  # and the decay ends at peak / 1000
-AUGMENT_PADDING = 4  # random crops shift an image by up to 4 pixels
 DEFAULT_BATCH_SIZE = {"small": 256, "large": 512}  # used when --batch-size is not given
 PEAK_LR_PER_512_IMAGES = 0.6  # the default --lr is this x batch size / 512
 
@@ -60,12 +66,12 @@ def parse_args():
     training.add_argument("--lr", type=common.positive_float,
                           help="peak learning rate, reached after the warm-up "
                                "(default: %(default)s, so 0.6 x batch size / 512)")
-    training.add_argument("--model-size", choices=sorted(common.model_module().MODEL_SIZES),
-                          default="small", help="small trains on a CPU; large is for a GPU")
+    training.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
+                          help="small trains on a CPU; large is for a GPU")
     training.add_argument("--weight-decay", type=float, default=5e-4,
                           help="L2 penalty on the weights of convolutions and the linear layer")
     training.add_argument("--label-smoothing", type=float, default=0.2,
-                          help="share of each target spread over the other classes "
+                          help="share of each target spread evenly over all the classes "
                                "(0 turns it off)")
     training.add_argument("--no-augment", action="store_true",
                           help="train on the images as they are, without random crops and flips")
@@ -75,7 +81,7 @@ def parse_args():
                           help="continue from last.pt in --checkpoint-dir")
     training.add_argument("--checkpoint-dir", type=Path, default=common.CHECKPOINT_DIR,
                           help="where last.pt and best.pt are written")
-    args = parser.parse_args()
+    args = common.parse_args(parser)
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label-smoothing must be at least 0 and less than 1")
     if args.weight_decay < 0:
@@ -83,31 +89,8 @@ def parse_args():
     return args
 
 
-def settle_batch_size_and_lr(args, resumed=None):
-    """Fill in --batch-size and --lr when they were not given.
-
-    A new run uses DEFAULT_BATCH_SIZE and the linear scaling rule. A resumed run keeps the batch
-    size it was trained with (the schedule counts its batches) and, unless --lr is given, its lr.
-    """
-    if resumed is not None:
-        trained_batch_size = resumed["config"]["batch_size"]
-        if args.batch_size not in (None, trained_batch_size):
-            raise common.UserError(
-                f"the run in {args.checkpoint_dir} was trained with --batch-size "
-                f"{trained_batch_size}; resume with the same batch size, or start a new run.")
-        args.batch_size = trained_batch_size
-        if args.lr is None:
-            args.lr = resumed["config"]["lr"]
-    if args.batch_size is None:
-        args.batch_size = DEFAULT_BATCH_SIZE[args.model_size]
-    if args.lr is None:
-        # The linear scaling rule: a batch twice as big averages the gradient over twice as many
-        # images, so its steps are less noisy and can be twice as long.
-        args.lr = PEAK_LR_PER_512_IMAGES * args.batch_size / 512
-
-
 # %% The optimizer and the learning-rate schedule --------------------------------------------------
-def make_optimizer(model, lr, weight_decay):
+def make_optimizer(model, lr, weight_decay=5e-4, momentum=MOMENTUM):
     """SGD with Nesterov momentum, and weight decay on the weight matrices and filters only.
 
     Momentum: each update follows a running average of recent gradients, which smooths out the
@@ -115,14 +98,22 @@ def make_optimizer(model, lr, weight_decay):
     which corrects an overshoot sooner. Weight decay pulls weights towards 0 so the network does
     not rely on a few large ones; it is not applied to BatchNorm's scales and shifts or to biases
     (the 1-dimensional parameters): they are few, and shrinking them only fights the normalisation.
+
+    Args:
+        model: the nn.Module to train.
+        lr: the learning rate (the peak one, when a schedule scales it).
+        weight_decay: the L2 penalty on parameters with 2 or more dimensions.
+        momentum: the share of the previous update carried into the next.
+
+    Returns:
+        A torch.optim.SGD optimizer over all of the model's parameters.
     """
     decayed = [p for p in model.parameters() if p.ndim > 1]
     not_decayed = [p for p in model.parameters() if p.ndim <= 1]
     return torch.optim.SGD(
         [{"params": decayed, "weight_decay": weight_decay},
          {"params": not_decayed, "weight_decay": 0.0}],
-        lr=lr, momentum=MOMENTUM, nesterov=True)
-
+        lr=lr, momentum=momentum, nesterov=True)
 
 
 def make_scheduler(optimizer, total_steps):
@@ -130,8 +121,15 @@ def make_scheduler(optimizer, total_steps):
 
     A randomly initialised network is fragile: full-size steps at the start can throw it into a
     bad region, so the learning rate starts low (warm-up). Later, large steps bounce around the
-    bottom of the loss valley; shrinking them lets the weights settle (decay). The scheduler
-    multiplies the optimizer's lr by lr_factor(step) and is stepped once per batch.
+    bottom of the loss valley; shrinking them lets the weights settle (decay).
+
+    Args:
+        optimizer: the optimizer whose learning rate is scheduled.
+        total_steps: how many times scheduler.step() will be called in the whole run: once per
+            batch, so epochs x batches per epoch.
+
+    Returns:
+        A LambdaLR scheduler: it multiplies the optimizer's lr by lr_factor(step).
     """
     warmup_steps = max(1, round(WARMUP_FRACTION * total_steps))
 
@@ -145,126 +143,247 @@ def make_scheduler(optimizer, total_steps):
 
 
 # %% One epoch of training: the seven steps --------------------------------------------------------
-def stop_if_diverged(loss, epoch, args):
-    """End the run with a clear sentence if the loss is NaN or infinite.
+def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
+                    mixed_precision=False, description="training"):
+    """Train `model` on every batch of `loader` once.
 
-    A learning rate that is too high makes the weights grow until the numbers overflow; from
-    then on every result is NaN ("not a number") and nothing more can be learned.
-    """
-    if not math.isfinite(loss):
-        raise common.UserError(
-            f"the loss became {loss} in epoch {epoch}: training diverged; try a lower learning "
-            f"rate, e.g. --lr {args.lr / 3:.2g}. The checkpoints of the last finished epoch are "
-            "kept.")
-
-
-
-def train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch,
-                    mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD):
-    """Train on every batch of `train_loader` once; `mean` and `std` normalise the images.
+    Args:
+        model: an nn.Module, already on `device`.
+        loader: yields (images, labels): float images (B, C, H, W), already in the form the
+            model takes (scaled, normalised, augmented: nothing here changes their values), and
+            int64 class indices (B,). A torch DataLoader, or 03_data.InMemoryLoader.
+        loss_fn: called as loss_fn(outputs, labels), e.g. nn.CrossEntropyLoss().
+        optimizer: a torch.optim optimizer over the model's parameters.
+        device: where the model is: "cpu", "cuda", "mps" or a torch.device.
+        scheduler: optional; stepped once per batch, not per epoch, so make it for
+            epochs x len(loader) steps. For a scheduler that steps once per epoch, leave this
+            None and call its step() yourself after each epoch.
+        mixed_precision: on CUDA, run the forward pass in bfloat16 (see below); ignored
+            elsewhere.
+        description: the label of the progress bar.
 
     Returns:
-        (mean loss, accuracy) over the training images of this epoch. Both are measured on
-        augmented images while the weights change, so they differ from the validation figures.
+        (mean loss, accuracy) over the images of this epoch, averaged per image. Both are
+        measured while the weights change, so they differ from an evaluation after the epoch.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite: training diverged.
     """
-    model.train()  # BatchNorm uses the batch's own statistics (see 04_model.py)
-    use_bf16 = device.type == "cuda" and not args.no_mixed_precision
-    # Sums are kept as tensors on the device: calling .item() every step would make the CPU wait
-    # for the GPU each time. They are read only when the progress bar is updated.
+    device = torch.device(device)
+    model.train()  # training mode: batch-norm uses each batch's own statistics (04_model.py)
+    # bfloat16 "autocast" (CUDA only): matrix products and convolutions run in a 16-bit number
+    # format on the GPU's tensor cores, about twice as fast, while the weights stay float32.
+    use_bf16 = mixed_precision and device.type == "cuda"
+    # Running sums are kept as tensors on the device: reading a number with .item() makes the
+    # CPU wait for the GPU, so it is done only every 20 steps, for the progress bar.
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    progress = tqdm(train_loader, desc=f"epoch {epoch}/{args.epochs}", unit="batch",
-                    leave=False, disable=None)  # disable=None: no bar when output is not a terminal
-    for step, (images, labels) in enumerate(progress):  # 1. Get a batch from the DataLoader
-        # 2. Move the batch to the device (the model is already there). non_blocking lets the copy
-        # from pinned memory overlap with the GPU's work.
+    # tqdm wraps the loader and draws a progress bar (disable=None: none when the output is a
+    # file rather than a terminal; leave=False: the bar disappears once the epoch is done).
+    progress = tqdm(loader, desc=description, unit="batch", leave=False, disable=None)
+    for step, (images, labels) in enumerate(progress):  # 1. Get a batch from the loader
+        # 2. Move the batch to the model's device (a no-op if the loader put it there already).
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        images = common.normalize(images, mean, std)  # uint8 0..255 -> float, ~mean 0, std 1
-        if not args.no_augment:
-            # Random crops and flips: each epoch sees slightly different versions of every image,
-            # so the network learns what a cat looks like rather than these 45,000 exact pictures.
-            images = common.augment(images, padding=AUGMENT_PADDING)
-        # channels_last stores each pixel's channels together, the layout fast convolution
-        # kernels on CPUs and recent GPUs prefer. The numbers are the same; only the memory
-        # order changes.
-        images = images.contiguous(memory_format=torch.channels_last)
+        # 3. Zero the gradients: backward() adds to each .grad, so last step's must go first.
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = model(images)  # 4. Forward pass: one score (logit) per class per image
+            loss = loss_fn(outputs, labels)  # 5. Loss: how wrong the scores are, one number
+        # 6. Backward pass: d(loss)/d(weight) for every weight, into its .grad. It sits outside
+        # the autocast block: the backward pass reuses the number formats the forward pass chose.
+        loss.backward()
+        optimizer.step()  # 7. Move every weight a small step against its gradient
 
-        # 3. Zero the gradients: backward() adds to .grad, so last step's gradients must go.
-        optimizer.zero_grad(set_to_none=True)
-        # bfloat16 autocast (CUDA only): matrix products run in 16-bit on the tensor cores, about
-        # twice as fast, while weights and the loss stay in float32.
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = model(images)  # 4. Forward pass: scores (logits), shape (batch, 10)
-            loss = loss_fn(outputs, labels)  # 5. Loss: one number, lower is better
-        loss.backward()  # 6. Backward pass: d(loss)/d(weight) for every weight, into its .grad
-        optimizer.step()  # 7. Update every weight a small step against its gradient
-        scheduler.step()  # the next batch uses the next learning rate of the schedule
-
-        loss_sum += loss.detach() * len(labels)
+        # ---- Bookkeeping: the schedule, the running loss and accuracy, the progress bar -------
+        if scheduler is not None:
+            scheduler.step()  # the next batch uses the next learning rate of the schedule
+        loss_sum += loss.detach() * len(labels)  # detach: keep the number, not its graph
         correct += (outputs.argmax(dim=1) == labels).sum()
         seen += len(labels)
-        if step % 20 == 0 or args.dry_run:
+        if step % 20 == 0:
             running_loss = loss_sum.item() / seen
-            stop_if_diverged(running_loss, epoch, args)
-            progress.set_postfix(loss=f"{running_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3f}")
-        if args.dry_run:
-            break
-    return loss_sum.item() / seen, correct.item() / seen
+            if not math.isfinite(running_loss):
+                raise FloatingPointError(f"the training loss became {running_loss}")
+            progress.set_postfix(loss=f"{running_loss:.3f}",
+                                 lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    mean_loss = loss_sum.item() / seen
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"the training loss became {mean_loss}")
+    return mean_loss, correct.item() / seen
 
 
-# %% Validation ------------------------------------------------------------------------------------
-@torch.no_grad()  # no graph is recorded: less memory and faster, and nothing can be trained here
-def evaluate(model, loader, loss_fn, device, dry_run=False,
-             mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD):
-    """Mean loss and accuracy of `model` on every image of `loader`, in eval mode.
+# %% Evaluation ------------------------------------------------------------------------------------
+def evaluate(model, loader, loss_fn, device):
+    """Mean loss and accuracy of `model` on every image of `loader`, without training it.
+
+    Args:
+        model, loader, loss_fn, device: as for train_one_epoch. The loader must not augment.
 
     Returns:
         (mean loss, accuracy), averaged over images (not over batches, whose sizes can differ).
     """
-    model.eval()  # BatchNorm uses the statistics it gathered in training, not this batch's
-    loss_sum, correct, seen = 0.0, 0, 0
-    for images, labels in loader:
-        images = common.normalize(images.to(device, non_blocking=True), mean, std)
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                            enabled=device.type == "cuda"):
+    device = torch.device(device)
+    model.eval()  # evaluation mode: batch-norm uses the statistics it gathered in training
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    # no_grad (02_autograd.py): no graph is recorded, which saves memory and time; nothing is
+    # trained here, so no gradient is ever needed.
+    with torch.no_grad():
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             outputs = model(images)
-        loss_sum += loss_fn(outputs.float(), labels).item() * len(labels)
-        correct += (outputs.argmax(dim=1) == labels).sum().item()
-        seen += len(labels)
-        if dry_run:
-            break
-    return loss_sum / seen, correct / seen
+            loss_sum += loss_fn(outputs, labels) * len(labels)
+            correct += (outputs.argmax(dim=1) == labels).sum()
+            seen += len(labels)
+    return loss_sum.item() / seen, correct.item() / seen
 
 
-# %% The history plot ------------------------------------------------------------------------------
-def plot_history(history, path):
-    """Save loss and accuracy per epoch, training vs validation, as a PNG."""
-    import matplotlib
+# %% The data and the run's settings --------------------------------------------------------------
+def fill_in_batch_size_and_lr(args, resumed=None):
+    """Choose --batch-size and --lr where they were not given: a resumed run keeps its own; a new
+    run takes DEFAULT_BATCH_SIZE and the linear scaling rule."""
+    if args.batch_size is None:
+        args.batch_size = (resumed["config"]["batch_size"] if resumed
+                           else DEFAULT_BATCH_SIZE[args.model_size])
+    if args.lr is None:
+        # The linear scaling rule: a batch twice as big averages the gradient over twice as many
+        # images, so its steps are less noisy and can be twice as long.
+        args.lr = (resumed["config"]["lr"] if resumed
+                   else PEAK_LR_PER_512_IMAGES * args.batch_size / 512)
 
-    matplotlib.use("Agg")  # draw to a file; no window needed
-    import matplotlib.pyplot as plt
 
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = history["epoch"]
-    loss_axes.plot(epochs, history["train_loss"], "o-", label="training")
-    loss_axes.plot(epochs, history["val_loss"], "o-", label="validation")
-    # With label smoothing the loss cannot reach 0: even a perfect answer keeps some doubt.
-    loss_axes.set(title="Loss (lower is better)", xlabel="epoch",
-                  ylabel="cross-entropy (label-smoothed by default)")
-    accuracy_axes.plot(epochs, [100 * a for a in history["train_accuracy"]], "o-", label="training")
-    accuracy_axes.plot(epochs, [100 * a for a in history["val_accuracy"]], "o-", label="validation")
-    accuracy_axes.set(title="Accuracy (higher is better)", xlabel="epoch", ylabel="%")
-    for axes in (loss_axes, accuracy_axes):
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+def make_loaders(args, device):
+    """The training and validation loaders of 03_data.py's fast pipeline: batches arrive
+    normalised, augmented (training only) and on the device.
+
+    Returns:
+        (train_loader, val_loader, classes, mean, std).
+    """
+    start = time.perf_counter()
+    train, val, classes = data.load_train_and_val(args.data_dir, args.fake_data)
+    # Inputs are normalised with the training images' own statistics (03_data.py, section 2).
+    # They go into the checkpoint, so that 06-08 normalise new images exactly as training did.
+    mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
+    if args.dry_run:  # one batch of each: enough to check that everything runs
+        train = data.Split(*(part[:args.batch_size] for part in train))
+        val = data.Split(*(part[:args.batch_size] for part in val))
+    train_loader = data.InMemoryLoader(*train, args.batch_size, device, mean, std,
+                                       shuffle=True, augment=not args.no_augment)
+    # Evaluation keeps no graph and so needs far less memory: twice the batch fits easily.
+    val_loader = data.InMemoryLoader(*val, 2 * args.batch_size, device, mean, std)
+    print(f"Data: {len(train.labels):,} training and {len(val.labels):,} validation images, "
+          f"{len(classes)} classes, loaded in {time.perf_counter() - start:.1f} s")
+    return train_loader, val_loader, classes, mean, std
+
+
+def run_config(args, classes, mean, std, steps_per_epoch):
+    """What the checkpoints record about the run: 06-08 rebuild the model and normalise images
+    from it, and --resume checks that it goes on with the same settings."""
+    return {
+        "model": {"size": args.model_size, "num_classes": len(classes)},
+        "classes": list(classes), "mean": list(mean), "std": list(std),
+        "data": data.data_source(args.data_dir, args.fake_data),
+        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
+        "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
+    }
+
+
+# %% Checkpoints: saving a run and picking it up again ---------------------------------------------
+def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history, config,
+                     checkpoint_dir, improved):
+    """Write last.pt (every epoch) and best.pt (when validation accuracy improved).
+
+    A checkpoint holds everything needed to rebuild the model (config) and to continue training
+    exactly where it stopped (optimizer momentum, schedule position, history).
+    """
+    checkpoint = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "best_val_accuracy": best_val_accuracy,
+        "history": history,
+        "config": config,
+    }
+    common.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
+    if improved:
+        common.save_checkpoint(checkpoint, checkpoint_dir / "best.pt")
+
+
+def check_resumable(checkpoint, args, config):
+    """Refuse to resume a run with other settings than it was trained with.
+
+    The schedule counts batches, so the batch size and the peak learning rate are part of it;
+    the model and the classes must match the saved weights.
+    """
+    trained = checkpoint["config"]
+    for flag, key in [("--batch-size", "batch_size"), ("--lr", "lr")]:
+        if config[key] != trained[key]:
+            raise common.UserError(
+                f"the run in {args.checkpoint_dir} was trained with {flag} {trained[key]}; "
+                "resume with the same value (or leave the flag out), or start a new run.")
+    if trained["model"] != config["model"] or trained["classes"] != config["classes"]:
+        raise common.UserError(
+            f"the run in {args.checkpoint_dir} was trained with --model-size "
+            f"{trained['model']['size']} on the classes {', '.join(trained['classes'])}, but this "
+            f"run has --model-size {args.model_size} and the classes "
+            f"{', '.join(config['classes'])}; resume with the same model and data, or start a new "
+            "run without --resume.")
+
+
+def start_or_resume(checkpoint, args, config, model, optimizer, scheduler):
+    """Where the run starts: at epoch 1 with an empty history, or, given last.pt's checkpoint,
+    after its last epoch with everything it saved put back (once the settings are checked).
+
+    Returns:
+        (first_epoch, best_val_accuracy, history).
+    """
+    if checkpoint is None:
+        if (args.checkpoint_dir / "last.pt").exists() and not args.dry_run:
+            print(f"Note: this new run will replace the checkpoints in {args.checkpoint_dir} "
+                  "(use --resume to continue the old run instead).")
+        history = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "val_loss",
+                                       "val_accuracy", "lr", "seconds")}
+        return 1, 0.0, history
+    check_resumable(checkpoint, args, config)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])  # momentum buffers, learning rates
+    scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
+    print(f"Resuming from {args.checkpoint_dir / 'last.pt'}: {checkpoint['epoch']} epochs done, "
+          f"best validation accuracy so far {100 * checkpoint['best_val_accuracy']:.2f}%")
+    return checkpoint["epoch"] + 1, checkpoint["best_val_accuracy"], checkpoint["history"]
+
+
+def save_history(history, output_dir):
+    """Write the history as JSON and as a plot of loss and accuracy per epoch.
+
+    Returns:
+        (history_path, curves_path).
+    """
+    import figures  # drawing only; see figures.py
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    history_path = output_dir / "history.json"
+    history_path.write_text(json.dumps(history, indent=2))
+    return history_path, figures.plot_history(history, output_dir / "training_curves.png")
+
+
+def resume_hint(args, history):
+    """What to print after Ctrl-C: how much is saved, and the command that goes on from there."""
+    finished = history["epoch"][-1] if history["epoch"] else 0
+    if not finished or args.dry_run:
+        return (f"Interrupted during epoch {finished + 1}; no epoch had finished, so there is "
+                "nothing to resume.")
+    # The same command again, with --resume: same data, folders and epochs.
+    command = " ".join(["python", "05_train.py"] + [shlex.quote(argument) for argument
+                                                     in sys.argv[1:] if argument != "--resume"])
+    return (f"Interrupted during epoch {finished + 1}. {args.checkpoint_dir / 'last.pt'} holds "
+            f"the {finished} finished epoch(s); continue with:\n  {command} --resume")
 
 
 # %% The whole run ---------------------------------------------------------------------------------
@@ -272,172 +391,90 @@ def main():
     args = parse_args()
     device = common.get_device(args.device)
     common.seed_everything(args.seed)
-    last_path = args.checkpoint_dir / "last.pt"
-    best_path = args.checkpoint_dir / "best.pt"
-    resumed = common.load_checkpoint(last_path, device) if args.resume else None
-    settle_batch_size_and_lr(args, resumed)
+    resumed = None
+    if args.resume:
+        resumed = common.load_checkpoint(args.checkpoint_dir / "last.pt", device)
+    fill_in_batch_size_and_lr(args, resumed)
     print(f"Device: {device}   model: {args.model_size}   epochs: {args.epochs}   "
           f"batch size: {args.batch_size}   peak lr: {args.lr}")
 
-    # ---- Data: train, validation and test splits in memory; see 03_data.py ----------------------
-    start = time.perf_counter()
-    train_set, val_set, _, classes = common.load_datasets(args.data_dir, args.fake_data)
-    train_loader = common.make_loader(train_set, args.batch_size, shuffle=True, device=device,
-                                      workers=args.workers)
-    val_loader = common.make_loader(val_set, 2 * args.batch_size, shuffle=False, device=device,
-                                    workers=args.workers)
-    print(f"Data: {len(train_set):,} training and {len(val_set):,} validation images, "
-          f"{len(classes)} classes, loaded in {time.perf_counter() - start:.1f} s")
+    train_loader, val_loader, classes, mean, std = make_loaders(args, device)
 
     # ---- Model, loss, optimizer, schedule ------------------------------------------------------
-    model = common.model_module().build_model(args.model_size, num_classes=len(classes))
-    model = model.to(device, memory_format=torch.channels_last)
+    model = models.build_model(args.model_size, num_classes=len(classes))
+    model = model.to(device, memory_format=torch.channels_last)  # the layout of the batches
     if device.type == "cuda":
         # Let cuDNN time a few ways to compute each convolution and keep the fastest; worth it
         # because every batch has the same shape.
         torch.backends.cudnn.benchmark = True
-    num_parameters = sum(p.numel() for p in model.parameters())
-    print(f"Model: CifarNet {args.model_size}, {num_parameters:,} parameters")
-
-    # Cross-entropy compares the 10 scores with the true class. Label smoothing asks for 80%
-    # (with the default 0.2) on the true class and spreads the rest over the others, so the
-    # network is not pushed to be ever more certain: it generalises better.
+    print(f"Model: CifarNet {args.model_size}, {sum(p.numel() for p in model.parameters()):,} "
+          "parameters")
+    # Cross-entropy compares the scores with the true class. Label smoothing (0.2) spreads that
+    # share of the target over all 10 classes: 0.82 for the true one, 0.02 for each other, so the
+    # network is never pushed to total certainty, which generalises better. So the loss cannot
+    # reach 0 (its floor is about 0.87), and 08's top probabilities stay near 80-90% when right.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    steps_per_epoch = 1 if args.dry_run else len(train_loader)
-    scheduler = make_scheduler(optimizer, total_steps=args.epochs * steps_per_epoch)
+    scheduler = make_scheduler(optimizer, total_steps=args.epochs * len(train_loader))
 
-    data_kind = common.data_source(args.data_dir, args.fake_data)
-    # Inputs are normalised with the training images' own per-channel statistics (03_data.py):
-    # CIFAR-10's are known constants; for other images they are computed here. They go into the
-    # checkpoint, so that 06-08 normalise new images exactly as training did.
-    if data_kind == "cifar10":
-        mean, std = common.CIFAR10_MEAN, common.CIFAR10_STD
-    else:
-        mean, std = common.channel_statistics(train_set.images)
-    config = {
-        "model": {"size": args.model_size, "num_classes": len(classes)},
-        "classes": list(classes),
-        "mean": list(mean),
-        "std": list(std),
-        "data": data_kind,
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-        "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
-    }
-    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "val_loss": [],
-               "val_accuracy": [], "lr": [], "seconds": []}
-    first_epoch, best_val_accuracy = 1, 0.0
-
-    # ---- Resume: put back everything the last run saved ----------------------------------------
-    if resumed is not None:
-        checkpoint = resumed
-        trained = checkpoint["config"]
-        if trained["model"] != config["model"] or trained["classes"] != config["classes"]:
-            raise common.UserError(
-                f"{last_path} was trained with --model-size {trained['model']['size']} on the "
-                f"classes {', '.join(trained['classes'])}, but this run has --model-size "
-                f"{args.model_size} and the classes {', '.join(classes)}; resume with the same "
-                "model and data, or start a new run without --resume.")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
-        if args.lr != trained["lr"]:
-            # A new --lr: the loaded states hold the old peak, so set the new one in its place.
-            print(f"Changing the peak learning rate from {trained['lr']} to {args.lr}.")
-            scheduler.base_lrs = [args.lr] * len(optimizer.param_groups)
-            for group, lr_factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
-                group["initial_lr"] = args.lr
-                group["lr"] = args.lr * lr_factor(scheduler.last_epoch)
-        history = checkpoint["history"]
-        best_val_accuracy = checkpoint["best_val_accuracy"]
-        first_epoch = checkpoint["epoch"] + 1
-        print(f"Resuming from {last_path}: {checkpoint['epoch']} epochs done, "
-              f"best validation accuracy so far {100 * best_val_accuracy:.2f}%")
-        if first_epoch > args.epochs:
-            print(f"Nothing to do: it already trained {checkpoint['epoch']} epochs; "
-                  f"pass a larger --epochs to train more.")
-            return
-    elif last_path.exists() and not args.dry_run:
-        print(f"Note: this new run will replace the checkpoints in {args.checkpoint_dir} "
-              "(use --resume to continue the old run instead).")
+    config = run_config(args, classes, mean, std, steps_per_epoch=len(train_loader))
+    first_epoch, best_val_accuracy, history = start_or_resume(resumed, args, config, model,
+                                                              optimizer, scheduler)
+    if first_epoch > args.epochs:
+        print(f"Nothing to do: it already trained {first_epoch - 1} epochs; pass a larger "
+              "--epochs to train more.")
+        return
 
     # ---- The epochs ----------------------------------------------------------------------------
     run_start = time.perf_counter()
     try:
         for epoch in range(first_epoch, args.epochs + 1):
-            # Re-seeding at every epoch makes epoch N draw the same batches and crops whether the
-            # run went straight through or was resumed, so a resumed run matches an
-            # uninterrupted one.
+            # Re-seeding every epoch makes epoch N draw the same batches and crops whether the run
+            # went straight through or was resumed, so a resumed run matches an uninterrupted one.
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
             train_loss, train_accuracy = train_one_epoch(
-                model, train_loader, loss_fn, optimizer, scheduler, device, args, epoch, mean, std)
-            val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device, args.dry_run,
-                                              mean, std)
-            seconds = time.perf_counter() - epoch_start
-
-            for key, value in [("epoch", epoch), ("train_loss", train_loss),
-                               ("train_accuracy", train_accuracy), ("val_loss", val_loss),
-                               ("val_accuracy", val_accuracy),
-                               ("lr", scheduler.get_last_lr()[0]), ("seconds", seconds)]:
+                model, train_loader, loss_fn, optimizer, device, scheduler,
+                mixed_precision=not args.no_mixed_precision,
+                description=f"epoch {epoch}/{args.epochs}")
+            val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device)
+            if not math.isfinite(val_loss):
+                raise FloatingPointError(f"the validation loss became {val_loss}")
+            row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                   "val_loss": val_loss, "val_accuracy": val_accuracy,
+                   "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
+            for key, value in row.items():
                 history[key].append(value)
-            stop_if_diverged(train_loss + val_loss, epoch, args)  # before anything is saved
             improved = val_accuracy > best_val_accuracy
             best_val_accuracy = max(best_val_accuracy, val_accuracy)
             print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
                   f"acc {100 * train_accuracy:5.2f}%  |  val loss {val_loss:.3f} "
-                  f"acc {100 * val_accuracy:5.2f}%  |  {seconds:5.1f} s"
+                  f"acc {100 * val_accuracy:5.2f}%  |  {history['seconds'][-1]:5.1f} s"
                   + ("  *best" if improved else ""))
-
-            if args.dry_run:
-                continue  # a dry run only checks that everything works: it leaves no files
-            # A checkpoint holds everything needed to rebuild the model (config) and to continue
-            # training exactly where it stopped (optimizer momentum, schedule position, history).
-            checkpoint = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "best_val_accuracy": best_val_accuracy,
-                "history": history,
-                "config": config,
-            }
-            common.save_checkpoint(checkpoint, last_path)
-            if improved:
-                common.save_checkpoint(checkpoint, best_path)
-
-    except KeyboardInterrupt:
-        # Ctrl-C: every finished epoch is already in last.pt, so nothing but the current epoch
-        # is lost. Say how to pick up from there.
-        finished = history["epoch"][-1] if history["epoch"] else 0
-        # The same command again, with --resume: same data, folders and epochs.
-        command = " ".join(["python", "05_train.py"] + [shlex.quote(argument) for argument
-                                                         in sys.argv[1:] if argument != "--resume"])
-        print(f"\nInterrupted during epoch {finished + 1}. " + (
-            f"{last_path} holds the {finished} finished epoch(s); continue with:\n"
-            f"  {command} --resume" if finished and not args.dry_run
-            else "No epoch had finished, so there is nothing to resume."), file=sys.stderr)
-        sys.exit(130)
-
-    total_seconds = time.perf_counter() - run_start
-    if args.dry_run:
-        print(f"Dry run finished in {total_seconds:.1f} s; no files written.")
-        return
+            if not args.dry_run:  # a dry run only checks that everything works: no files
+                save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history,
+                                 config, args.checkpoint_dir, improved)
+    except FloatingPointError as error:
+        # A learning rate that is too high makes the weights grow until the numbers overflow;
+        # from then on every result is NaN ("not a number") and nothing more can be learned.
+        raise common.UserError(
+            f"{error} in epoch {epoch}: training diverged; try a lower learning rate, e.g. --lr "
+            f"{args.lr / 3:.2g}. The checkpoints of the last finished epoch are kept.") from None
+    except KeyboardInterrupt:  # Ctrl-C: every finished epoch is already in last.pt
+        print("\n" + resume_hint(args, history), file=sys.stderr)
+        sys.exit(130)  # 128 + 2 (SIGINT's number): the shell's convention for "stopped by Ctrl-C"
 
     # ---- What the run produced -----------------------------------------------------------------
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    history_path = args.output_dir / "history.json"
-    history_path.write_text(json.dumps(history, indent=2))
-    curves_path = args.output_dir / "training_curves.png"
-    plot_history(history, curves_path)
-    print(f"\nBest validation accuracy: {100 * best_val_accuracy:.2f}%   "
-          f"training time: {total_seconds:.0f} s ({total_seconds / 60:.1f} min)")
-    print(f"Checkpoints: {last_path} and {best_path}")
+    seconds = time.perf_counter() - run_start
+    if args.dry_run:
+        print(f"Dry run finished in {seconds:.1f} s; no files written.")
+        return
+    history_path, curves_path = save_history(history, args.output_dir)
+    print(f"\nBest validation accuracy: {100 * best_val_accuracy:.2f}%   training time: "
+          f"{seconds:.0f} s ({seconds / 60:.1f} min)")
+    print(f"Checkpoints: {args.checkpoint_dir / 'last.pt'} and {args.checkpoint_dir / 'best.pt'}")
     print(f"History: {history_path}\nPlot: {curves_path}")
     print("Next: python 06_evaluate.py" + (" --fake-data" if args.fake_data else ""))
-
 
 if __name__ == "__main__":
     common.run_main(main)

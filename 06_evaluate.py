@@ -21,10 +21,11 @@ images, so the test accuracy is an honest estimate of how the model does on imag
 # %% Imports
 import json
 
-import numpy as np
 import torch
 
 import common
+
+data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
 
 
 def parse_args():
@@ -37,92 +38,42 @@ def parse_args():
 
 
 # %% The evaluation loop ---------------------------------------------------------------------------
-@torch.no_grad()  # no gradients are needed to measure: saves memory and time
-def predict(model, loader, device, mean, std, dry_run=False):
+def predict(model, loader, device):
     """Class probabilities for every image of `loader`, plain and with flip TTA.
 
+    Args:
+        model: the trained network, on `device`.
+        loader: yields (images, labels) ready for the model, in a fixed order (no shuffling,
+            no augmentation), e.g. 03_data.InMemoryLoader.
+        device: where the model is.
+
     Returns:
-        (probabilities, tta_probabilities, labels): two float tensors (N, classes) and the labels
-        (N,), all on the CPU.
+        (probabilities, tta_probabilities): two float tensors (N, classes) on the CPU, one row
+        per image in the loader's order.
     """
-    model.eval()  # BatchNorm uses its training statistics; results do not depend on the batch
-    plain, averaged, all_labels = [], [], []
-    for images, labels in loader:
-        images = common.normalize(images.to(device), mean, std)
-        images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                            enabled=device.type == "cuda"):
-            logits = model(images)
+    model.eval()  # batch-norm uses its training statistics: an image's answer does not depend
+    # on the other images of its batch
+    plain, averaged = [], []
+    with torch.no_grad():  # no gradients are needed to measure: saves memory and time
+        for images, _ in loader:
+            images = images.to(device, non_blocking=True)
+            # softmax turns the scores (logits) into probabilities that add up to 1 (04_model.py).
+            probabilities = model(images).softmax(dim=1)
             # Test-time augmentation: a mirrored cat is still a cat, and the network saw mirrored
             # images in training. Averaging the two predictions smooths out some of its quirks.
-            mirrored_logits = model(images.flip(dims=[3]))  # dim 3 is the width: left <-> right
-        probabilities = logits.float().softmax(dim=1)
-        plain.append(probabilities.cpu())
-        averaged.append(((probabilities + mirrored_logits.float().softmax(dim=1)) / 2).cpu())
-        all_labels.append(labels)
-        if dry_run:
-            break
-    return torch.cat(plain), torch.cat(averaged), torch.cat(all_labels)
+            mirrored = model(images.flip(dims=[3])).softmax(dim=1)  # dim 3 is the width
+            plain.append(probabilities.cpu())
+            averaged.append(((probabilities + mirrored) / 2).cpu())
+    return torch.cat(plain), torch.cat(averaged)
 
 
 def confusion_matrix(predictions, labels, num_classes):
     """Count how often each true class (row) was predicted as each class (column)."""
-    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    # Each (true, predicted) pair becomes one index into the flattened matrix.
-    matrix.view(-1).index_add_(0, labels * num_classes + predictions,
-                               torch.ones_like(labels))
-    return matrix
-
-
-# %% Figures ---------------------------------------------------------------------------------------
-def plot_confusion_matrix(matrix, classes, path):
-    """Save the confusion matrix as a PNG: counts in each cell, the diagonal is correct."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 7))
-    image = axes.imshow(matrix.numpy(), cmap="Blues")
-    axes.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (test set)")
-    threshold = matrix.max().item() / 2
-    for row in range(len(classes)):
-        for column in range(len(classes)):
-            count = matrix[row, column].item()
-            axes.text(column, row, count, ha="center", va="center", fontsize=8,
-                      color="white" if count > threshold else "black")
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
-def plot_mistakes(images, labels, probabilities, classes, path, count=16):
-    """Save the `count` wrong predictions made with the highest confidence, with their labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    confidence, predictions = probabilities.max(dim=1)
-    wrong = (predictions != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)][:count]
-    columns = 4
-    rows = max(1, -(-len(worst) // columns))  # ceiling division
-    figure, axes_grid = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows),
-                                     squeeze=False)
-    for axes in axes_grid.flat:
-        axes.axis("off")
-    for axes, index in zip(axes_grid.flat, worst.tolist()):
-        axes.imshow(images[index].permute(1, 2, 0).numpy())  # (3, H, W) -> (H, W, 3) for imshow
-        axes.set_title(f"true: {classes[labels[index]]}\nsaid: {classes[predictions[index]]} "
-                       f"{100 * confidence[index]:.0f}%", fontsize=9)
-    figure.suptitle("The most confident mistakes")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    # Think of the matrix as one long row of num_classes x num_classes cells: the cell of row
+    # `true`, column `predicted` is number true * num_classes + predicted. bincount counts how
+    # often each number occurs, so it fills every cell in one call; view folds it back.
+    cells = torch.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
+    return cells.view(num_classes, num_classes)
 
 
 # %% The whole evaluation --------------------------------------------------------------------------
@@ -132,22 +83,22 @@ def main():
     checkpoint = common.load_checkpoint(args.checkpoint, device)
     config = checkpoint["config"]
     model = common.model_from_checkpoint(checkpoint, device)
-    model = model.to(memory_format=torch.channels_last)
     classes = config["classes"]
     print(f"Checkpoint: {args.checkpoint} (epoch {checkpoint['epoch']}, model "
           f"{config['model']['size']}, best validation accuracy "
           f"{100 * checkpoint['best_val_accuracy']:.2f}%)")
 
-    images, labels, data_classes = common.load_split(args.data_dir, "test", args.fake_data)
+    images, labels, data_classes = data.load_split(args.data_dir, "test", args.fake_data)
     if list(data_classes) != list(classes):
         raise common.UserError(
             f"the checkpoint was trained on the classes {classes}, but the test data has "
             f"{list(data_classes)}; evaluate with the same data it was trained on.")
-    test_loader = common.make_loader(common.InMemoryDataset(images, labels), args.batch_size,
-                                     shuffle=False, device=device, workers=args.workers)
-    probabilities, tta_probabilities, labels = predict(
-        model, test_loader, device, config["mean"], config["std"], args.dry_run)
-    images = images[:len(labels)]  # a dry run stops after one batch
+    if args.dry_run:  # one batch only
+        images, labels = images[:args.batch_size], labels[:args.batch_size]
+    # The test images normalised with the training images' statistics, saved in the checkpoint.
+    test_loader = data.InMemoryLoader(images, labels, args.batch_size, device, config["mean"],
+                                      config["std"])
+    probabilities, tta_probabilities = predict(model, test_loader, device)
 
     # ---- Overall accuracy, plain and with TTA --------------------------------------------------
     predictions = probabilities.argmax(dim=1)
@@ -168,7 +119,9 @@ def main():
     if off_diagonal.max() == 0:
         print("No mistakes at all.")
     else:
-        true_class, said_class = np.unravel_index(off_diagonal.argmax().item(), matrix.shape)
+        # argmax of the flattened matrix gives a cell number; divmod turns it back into
+        # (row, column), as in confusion_matrix above.
+        true_class, said_class = divmod(off_diagonal.argmax().item(), len(classes))
         print(f"Most common mistake: {classes[true_class]} taken for {classes[said_class]} "
               f"({off_diagonal.max().item()} times)")
 
@@ -177,11 +130,20 @@ def main():
         return
 
     # ---- Files ---------------------------------------------------------------------------------
+    import figures  # drawing only; see figures.py
+
+    matrix_path = figures.plot_confusion_matrix(matrix, classes,
+                                                args.output_dir / "confusion_matrix.png")
+    # The 16 wrong answers given with the highest confidence: often a label that is itself
+    # doubtful, or an image that would fool a person too.
+    confidence = probabilities.max(dim=1).values
+    wrong = (predictions != labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)][:16].tolist()
+    mistakes_path = figures.plot_mistakes(
+        images[worst], [f"true: {classes[labels[index]]}\nsaid: {classes[predictions[index]]} "
+                        f"{100 * confidence[index]:.0f}%" for index in worst],
+        args.output_dir / "mistakes.png")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    matrix_path = args.output_dir / "confusion_matrix.png"
-    plot_confusion_matrix(matrix, classes, matrix_path)
-    mistakes_path = args.output_dir / "mistakes.png"
-    plot_mistakes(images, labels, probabilities, classes, mistakes_path)
     results_path = args.output_dir / "evaluation.json"
     results_path.write_text(json.dumps({
         "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],

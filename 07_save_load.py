@@ -27,41 +27,37 @@ cifarnet_whole_model.pt (the pickled model object) and cifarnet_exported.pt2 (to
 
 # %% Setup ----------------------------------------------------------------------------------------
 import argparse
-import importlib
 import io
 import pickle
-import pickletools
 import re
+import subprocess
 import sys
-import zipfile
-from collections import Counter
+import tempfile
 from pathlib import Path
 
 import torch
 
 import common
 
+# A mistake you can fix (no checkpoint yet, a --device this machine lacks) then ends in one
+# plain sentence instead of a traceback.
+common.report_errors_plainly()
+
 parser = argparse.ArgumentParser(
     description="Lesson 7: saving, loading, resuming and exporting a trained model.",
     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
                     help="the checkpoint written by 05_train.py")
-parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                    help="where the reloaded weights and the resumed model go; auto picks CUDA, "
-                         "then Apple MPS, then the CPU (the export itself always runs on the CPU)")
+common.add_device_flag(parser, "where the reloaded weights and the resumed model go (the export "
+                               "itself always runs on the CPU)")
 parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR / "export",
                     help="where the saved and exported files are written")
-# In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments rather
-# than ours, so there we simply take the defaults.
-args = parser.parse_args([] if "ipykernel" in sys.modules else None)
+args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
 
-try:
-    device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
-    # common.load_checkpoint is torch.load(path, weights_only=True) plus a plain sentence for each
-    # way it can fail (no file yet, a truncated file, ...). Section 4 shows why weights_only.
-    checkpoint = common.load_checkpoint(args.checkpoint, device="cpu")
-except common.UserError as error:
-    common.exit_with_error(str(error))
+device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
+# common.load_checkpoint is torch.load(path, weights_only=True) plus a plain sentence for each
+# way it can fail (no file yet, a truncated file, ...). Section 4 shows why weights_only.
+checkpoint = common.load_checkpoint(args.checkpoint, device="cpu")
 
 args.output_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)  # the random test batch below is the same in every run
@@ -80,9 +76,10 @@ def max_difference(first, second):
 
 # A batch of 8 random "images" to compare models on. Two models that compute the same function
 # give the same outputs on any input, so random numbers test that as well as real photos would.
-batch = torch.randn(8, 3, common.IMAGE_SIZE, common.IMAGE_SIZE)
+batch = torch.randn(8, 3, 32, 32)  # the network takes 32x32 colour images
 config = checkpoint["config"]
-build_model = common.model_module().build_model  # the CifarNet of 04_model.py
+model_module = common.import_script("04_model")  # where the network, CifarNet, is defined
+build_model = model_module.build_model
 print(f"loaded {args.checkpoint} ({file_size(args.checkpoint)}): a {config['model']['size']} "
       f"CifarNet with {config['model']['num_classes']} classes, saved after epoch "
       f"{checkpoint['epoch']}")
@@ -132,8 +129,9 @@ with torch.no_grad():  # no training here, so no graph for backward (02_autograd
     original_output = model(batch)
     reloaded_output = reloaded(batch.to(device))
 # The same weights on the same CPU give exactly the same numbers (a difference of 0). A GPU adds
-# numbers up in another order, and may use TensorFloat-32 for convolutions, so there expect a
-# difference of up to about 1e-3: the same model, not the same rounding.
+# numbers up in another order, and an NVIDIA GPU may compute convolutions in TensorFloat-32 (a
+# faster format that keeps about 3 significant digits of each number, where float32 keeps 7),
+# so there expect a difference of up to about 1e-3: the same model, not the same rounding.
 print(f"original (cpu) vs reloaded ({device.type}): max |difference| of the outputs "
       f"{max_difference(original_output, reloaded_output):.2e}")
 
@@ -152,42 +150,29 @@ except RuntimeError as error:
 # %% 2. Saving the whole model, and why not to ----------------------------------------------------
 common.section("2. Saving the whole model with torch.save(model), and why not to")
 # torch.save(model) pickles the whole object. It looks simpler: no need to rebuild the network
-# before loading. But pickle does not store a class's code, only where to import it from.
+# before loading. But pickle does not store a class's code, only where to import it from: the
+# module's name and the class's name (type(model).__module__ and type(model).__qualname__).
 whole_model_path = args.output_dir / "cifarnet_whole_model.pt"
 torch.save(model, whole_model_path)
-print(f"saved the whole model to {whole_model_path} ({file_size(whole_model_path)})")
-
-
-def imported_names(path):
-    """The Python names that loading a file written by torch.save would have to import.
-
-    The file is a zip archive; its data.pkl is the pickle. torch.save writes pickle protocol 2,
-    where every class or function to import is one GLOBAL instruction: "module name".
-    """
-    with zipfile.ZipFile(path) as archive:
-        pickle_name = next(name for name in archive.namelist() if name.endswith("data.pkl"))
-        data = archive.read(pickle_name)
-    names = set()
-    for opcode, argument, _ in pickletools.genops(data):
-        if opcode.name == "GLOBAL":
-            names.add(argument.replace(" ", "."))
-    return sorted(names)
-
-
-pickled_names = imported_names(whole_model_path)
-project_names = [name for name in pickled_names
-                 if not name.startswith(("torch", "collections", "__builtin__"))]
-print(f"to load it, pickle must import {len(pickled_names)} names; "
-      f"from this project: {project_names}")
-# So the file is tied to this source code: rename 04_model.py, move CifarNet to another file, or
-# load it from a program where 04_model cannot be imported, and loading fails. Edit the class
-# (rename an attribute) and the loaded object no longer matches the code. And loading means
-# letting pickle import and call whatever the file names, which needs weights_only=False, the
-# unsafe setting of section 4. Do it only with a file you made yourself, as here:
+print(f"saved the whole model to {whole_model_path} ({file_size(whole_model_path)}); it refers "
+      f"to its class as {type(model).__module__}.{type(model).__qualname__}")
+# So the file is tied to this source code. Here a fresh Python that cannot import 04_model tries
+# to load it: it starts in the system's temporary folder, and -E makes it ignore PYTHONPATH, so
+# it finds no 04_model.py.
+load_command = f"import torch; torch.load({str(whole_model_path.resolve())!r}, weights_only=False)"
+attempt = subprocess.run([sys.executable, "-E", "-c", load_command],
+                         cwd=tempfile.gettempdir(), capture_output=True, text=True)
+print("loading it where 04_model cannot be imported fails:",
+      attempt.stderr.strip().splitlines()[-1])
+# Rename 04_model.py or move CifarNet to another file, and loading fails the same way even in
+# this project. Edit the class (rename an attribute) and the loaded object no longer matches the
+# code. And loading means letting pickle import and call whatever the file names, which needs
+# weights_only=False, the unsafe setting of section 4. Do it only with a file you made yourself,
+# as here, where 04_model can be imported:
 whole_model = torch.load(whole_model_path, map_location="cpu", weights_only=False)
 with torch.no_grad():
     difference = max_difference(model(batch), whole_model(batch))
-print(f"loaded it back as a {type(whole_model).__module__}.{type(whole_model).__name__}; "
+print(f"loaded it back as a {type(whole_model).__name__}; "
       f"max |difference| of the outputs {difference:.2e}")
 # A state_dict has none of these problems: it holds only tensors and names, any version of your
 # code with the same layers can load it, and weights_only=True accepts it.
@@ -224,7 +209,7 @@ for key, value in config.items():
 #   3 go on from the next epoch, keeping the history and the best accuracy so far.
 # Forget the optimizer and SGD's momentum restarts from zero; forget the scheduler and the
 # learning rate jumps back to the start of its schedule. Either makes the resumed run differ.
-training = importlib.import_module("05_train")  # to build the schedule with its own function
+training = common.import_script("05_train")  # to build the optimizer and schedule as it does
 resumed_model = build_model(**config["model"]).to(device)
 # The same optimizer as 05_train.py, made by its own function: optimizer.load_state_dict checks
 # that the parameter groups match in number and size, and refuses the state otherwise.
@@ -318,11 +303,10 @@ common.section("5. Exporting for deployment: torch.export")
 export_model = model.cpu().eval()
 batch_size = torch.export.Dim("batch", min=1)
 exported = torch.export.export(export_model, (batch,), dynamic_shapes=({0: batch_size},))
-# Each node of the graph that calls an ATen operation has a target like "aten.conv2d.default".
-operations = Counter(str(node.target).split(".")[1] for node in exported.graph.nodes
-                     if node.op == "call_function" and str(node.target).startswith("aten."))
-print("the exported graph runs:", ", ".join(f"{name} x{count}"
-                                            for name, count in operations.most_common()))
+# Each node of the graph that calls an ATen operation names it, e.g. "aten.conv2d.default".
+operations = sorted({str(node.target) for node in exported.graph.nodes
+                     if node.op == "call_function" and str(node.target).startswith("aten.")})
+print("the exported graph runs:", ", ".join(operations))
 # Those are ATen operations, PyTorch's own library of tensor functions: no CifarNet class, no
 # Python code of ours. The .pt2 file holds that graph and the weights.
 exported_path = args.output_dir / "cifarnet_exported.pt2"

@@ -29,14 +29,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # draw into files only; a server has no screen
-import matplotlib.pyplot as plt
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import common
+
+data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
 
 SAMPLES_DIR = common.REPO_DIR / "samples"
 MAX_BATCH = 256  # images per forward pass; more at once would only use more memory
@@ -111,7 +109,7 @@ def load_image(path):
 # %% 2. Shrinking it to 32x32, as in training -----------------------------------------------------
 # The network only takes 3x32x32 inputs. We scale the image so that its shorter side is 32 pixels,
 # keeping its proportions, then cut the middle 32x32 square out of it. That is torchvision's
-# Resize(32) followed by CenterCrop(32), written with Pillow in common.shrink, the function that
+# Resize(32) followed by CenterCrop(32), written with Pillow in 03_data.shrink, the function that
 # also shrinks the images of a --data-dir folder for training: a photo gets the same treatment.
 # For a large photo that means two things:
 #   - detail is lost: 4032x3024 pixels become 32x32, about 12,000 times fewer, so the whole scene
@@ -141,10 +139,10 @@ def predict(model, images, mean, std, device):
     with torch.inference_mode():
         logits = []
         for chunk in images.split(MAX_BATCH):  # a few images make one batch, thousands several
-            # The same normalisation as in training, with the training data's own numbers:
-            # a network fed differently scaled inputs would see different images.
-            inputs = common.normalize(chunk.to(device), mean, std)
-            logits.append(model(inputs))
+            # 03_data.prepare_batch, the one every script uses: to the device, normalised with
+            # the training data's own numbers, in the memory layout the model was trained in.
+            # A network fed differently scaled inputs would see different images.
+            logits.append(model(data.prepare_batch(chunk, device, mean, std)))
         logits = torch.cat(logits)
     # The network outputs one score (logit) per class. Softmax turns them into probabilities:
     # exp(score) / sum of exp(all scores), positive and adding up to 1 in each row.
@@ -155,42 +153,11 @@ def predict(model, images, mean, std, device):
 def print_predictions(path, description, probabilities, classes, top):
     """Print the `top` most likely classes of one image, with a bar for each probability."""
     values, indices = probabilities.topk(top)  # the largest first
-    print(f"\n{path}  ({description} -> {common.IMAGE_SIZE}x{common.IMAGE_SIZE})")
+    print(f"\n{path}  ({description} -> {data.IMAGE_SIZE}x{data.IMAGE_SIZE})")
     width = max(len(name) for name in classes)
     for rank, (value, index) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
         bar = "#" * round(value * 40)  # 40 characters would be 100%
         print(f"  {rank}. {classes[index]:{width}}  {value:6.1%}  {bar}")
-
-
-def save_figure(results, classes, top, figure_path):
-    """Save one row per image: the image, the 32x32 input the network saw, and its top classes.
-
-    Args:
-        results: a list of (path, RGB PIL image, uint8 tensor (3, 32, 32), probabilities).
-        classes: the class names.
-        top: how many classes to draw.
-        figure_path: where to write the PNG.
-    """
-    results = results[:MAX_FIGURE_ROWS]
-    figure, axes = plt.subplots(len(results), 3, figsize=(10, 2.6 * len(results)), squeeze=False)
-    for row, (path, image, tensor, probabilities) in zip(axes, results):
-        row[0].imshow(image)
-        row[0].set_title(f"{Path(path).name} ({image.width}x{image.height})", fontsize=9)
-        # "nearest" draws each of the 32x32 pixels as a square, so you see them.
-        row[1].imshow(tensor.permute(1, 2, 0).numpy(), interpolation="nearest")
-        row[1].set_title("what the network sees (32x32)", fontsize=9)
-        for axis in row[:2]:
-            axis.axis("off")
-        values, indices = probabilities.topk(top)
-        names = [classes[index] for index in indices.tolist()]
-        row[2].barh(range(top), values.tolist(), color="tab:blue")
-        row[2].set_yticks(range(top), names)
-        row[2].invert_yaxis()  # the most likely class on top
-        row[2].set_xlim(0, 1)
-        row[2].set_xlabel("probability")
-    figure.tight_layout()
-    figure.savefig(figure_path, dpi=100)
-    plt.close(figure)
 
 
 # %% 5. Putting it together -----------------------------------------------------------------------
@@ -203,16 +170,13 @@ def parse_args():
                         help="image files to classify (PNG, JPEG, ...; any size)")
     parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
                         help="the checkpoint written by 05_train.py")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help="where to compute; auto picks CUDA, then Apple MPS, then the CPU")
+    common.add_device_flag(parser)
     parser.add_argument("--top", type=common.positive_int, default=3,
                         help="how many of the most likely classes to show per image")
     parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR,
                         help="where the figure is written")
-    # In Jupyter or VS Code's interactive window, sys.argv holds the kernel's own arguments.
-    if "ipykernel" in sys.modules:
-        return parser.parse_args(sorted(str(path) for path in SAMPLES_DIR.iterdir()))
-    return parser.parse_args()
+    # In Jupyter, the sample images.
+    return common.parse_args(parser, in_jupyter=sorted(str(path) for path in SAMPLES_DIR.iterdir()))
 
 
 def main():
@@ -240,7 +204,7 @@ def main():
             print(f"Error: {error}", file=sys.stderr)
             failed += 1
             continue
-        loaded.append((path, image, description, common.shrink(image)))
+        loaded.append((path, image, description, data.shrink(image)))
 
     if loaded:
         # All the images in one batch (N, 3, 32, 32): one forward pass instead of N.
@@ -248,10 +212,13 @@ def main():
         probabilities = predict(model, images, mean, std, device)
         for (path, _, description, _), row in zip(loaded, probabilities):
             print_predictions(path, description, row, classes, top)
-        figure_path = args.output_dir / "predictions.png"
-        figure_path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure([(path, image, tensor, row) for (path, image, _, tensor), row
-                     in zip(loaded, probabilities)], classes, top, figure_path)
+        import figures  # drawing only; see figures.py
+
+        # One row per image: the image, the 32x32 input the network saw, and its top classes.
+        figure_path = figures.plot_predictions(
+            [(path, image, tensor, row) for (path, image, _, tensor), row
+             in zip(loaded, probabilities)][:MAX_FIGURE_ROWS],
+            classes, top, args.output_dir / "predictions.png")
         shown = "" if len(loaded) <= MAX_FIGURE_ROWS else f" (the first {MAX_FIGURE_ROWS} images)"
         print(f"\nsaved the figure{shown}: {figure_path}")
     if failed:

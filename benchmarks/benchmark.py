@@ -1,11 +1,13 @@
 """Benchmark: how fast does 05_train.py train, and is the data pipeline holding it back?
 
 What it measures, in images per second and milliseconds per batch
-    1a. the data pipeline alone, as 05_train.py runs it: the in-memory DataLoader
-        (common.make_loader), the copy to the device, common.normalize, common.augment and the
-        channels_last layout; everything that happens before the forward pass
-    1b. for comparison, the classic per-image pipeline: a Dataset of PIL images with
-        RandomCrop, RandomHorizontalFlip, ToTensor and Normalize, batched by a DataLoader
+    1a. the data pipeline alone, as 05_train.py runs it: iterating 03_data.InMemoryLoader
+        (shuffled and augmented), which takes a batch out of memory, copies it to the device,
+        normalises it, crops and flips it and makes it channels_last: everything that happens
+        before the forward pass
+    1b. for comparison, the classic per-image pipeline of 03_data.py (sections 3-7): a Dataset
+        that makes a PIL image of each image and applies RandomCrop, RandomHorizontalFlip,
+        ToTensor and Normalize to it, batched by a DataLoader
     2.  the model alone: forward, loss, backward and optimizer step on one batch that is already
         on the device, with the same loss, optimizer and bfloat16 setting as 05_train.py
     3.  the full training loop: 05_train.py's own train_one_epoch, data pipeline included
@@ -25,7 +27,6 @@ choice of convolution algorithms) and then times --batches batches.
 """
 
 # %% Setup -----------------------------------------------------------------------------------------
-import importlib
 import itertools
 import json
 import os
@@ -36,17 +37,18 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in benchmarks/; common.py is one folder up
 import common  # noqa: E402  (needs the line above)
 
-# 05_train.py cannot be imported with `import 05_train`: a module name cannot start with a digit.
-train = importlib.import_module("05_train")
+data = common.import_script("03_data")  # the data pipeline
+models = common.import_script("04_model")  # the network
+train = common.import_script("05_train")  # the training recipe and train_one_epoch
 
 EPOCHS_FOR_ESTIMATE = 10  # the time of `python 05_train.py --epochs 10` is estimated below
-CIFAR10_TRAIN_IMAGES = 45_000  # CIFAR-10's 50,000 training images minus 5,000 for validation
+CIFAR10_TRAIN_IMAGES = 50_000 - data.VALIDATION_SIZE  # CIFAR-10's training images 05 trains on
 TARGET_RATIO = 1.3  # full loop / model alone at or below this: data loading is not the bottleneck
 
 
@@ -56,8 +58,11 @@ def parse_args():
                                 "full training loop of 05_train.py. --batch-size defaults to "
                                 "05_train.py's for the model size.", batch_size=None)
     bench = parser.add_argument_group("benchmark")
-    bench.add_argument("--model-size", choices=sorted(common.model_module().MODEL_SIZES),
-                       default="small", help="the network to time (see 04_model.py)")
+    bench.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
+                       help="the network to time (see 04_model.py)")
+    bench.add_argument("--workers", type=common.non_negative_int, default=0,
+                       help="DataLoader worker processes for row 1b (the per-image PIL pipeline) "
+                            "only; 05_train.py's in-memory pipeline (rows 1a and 3) uses none")
     bench.add_argument("--batches", type=common.positive_int, default=None,
                        help="timed batches per measurement (default: 30 on a GPU, 8 on the CPU)")
     bench.add_argument("--warmup", type=common.non_negative_int, default=None,
@@ -67,12 +72,15 @@ def parse_args():
                        help="on CUDA, compute in float32 instead of bfloat16 (as in 05_train.py)")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH",
                        help="also write the numbers to this JSON file")
-    return parser.parse_args()
+    return common.parse_args(parser)
 
 
 # %% Timing ----------------------------------------------------------------------------------------
 def seconds_per_batch(step, warmup, batches, device):
     """Call `step()` `warmup` times untimed, then time `batches` calls.
+
+    The device is synchronised before each clock reading, so work that a step only queued on
+    the GPU is counted.
 
     Returns:
         The mean wall-clock seconds of one call.
@@ -98,11 +106,11 @@ def endless(loader):
 
 
 class NextBatches:
-    """The next `count` batches of an endless stream, shaped like a DataLoader.
+    """The next `count` batches of an endless stream, shaped like a loader.
 
     train_one_epoch only calls iter() on its loader, and len() for the progress bar. Taking the
     batches from one long-lived stream means the warm-up call and the timed call share one
-    loader iterator, so starting worker processes (with --workers) falls in the warm-up.
+    loader iterator, so whatever starting an iterator costs falls in the warm-up.
     """
 
     def __init__(self, stream, count):
@@ -138,60 +146,36 @@ def describe_device(device):
             f"PyTorch uses {threads} thread{'' if threads == 1 else 's'}")
 
 
+# %% The data, as 05_train.py prepares it ----------------------------------------------------------
+def make_train_loader(train_split, batch_size, device, mean, std):
+    """05_train.py's training loader: the in-memory pipeline, shuffled and augmented."""
+    return data.InMemoryLoader(*train_split, batch_size, device, mean, std,
+                               shuffle=True, augment=True)
+
+
 # %% 1a. The data pipeline of 05_train.py ----------------------------------------------------------
-def time_data_pipeline(train_set, args, device, warmup, batches):
-    """Seconds per batch for everything 05_train.py does to a batch before the forward pass."""
-    train_loader = common.make_loader(train_set, args.batch_size, shuffle=True, device=device,
-                                      workers=args.workers)
+def time_data_pipeline(train_loader, device, warmup, batches):
+    """Seconds per batch for everything 05_train.py does to a batch before the forward pass.
+
+    Each InMemoryLoader batch arrives on the device normalised, augmented and channels_last, so
+    taking the next one is the whole pipeline.
+    """
     stream = endless(train_loader)
-
-    def step():
-        images, labels = next(stream)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        images = common.normalize(images)
-        images = common.augment(images, padding=train.AUGMENT_PADDING)
-        images.contiguous(memory_format=torch.channels_last)
-
-    return seconds_per_batch(step, warmup, batches, device)
+    return seconds_per_batch(lambda: next(stream), warmup, batches, device)
 
 
 # %% 1b. The classic per-image pipeline, for comparison --------------------------------------------
-class PILImages(Dataset):
-    """A Dataset of PIL images transformed one at a time, as torchvision.datasets.CIFAR10 does."""
-
-    def __init__(self, images, labels, transform):
-        from torchvision.transforms.functional import to_pil_image
-
-        # The same pixels as the in-memory set, as PIL images: no image files are needed.
-        self.images = [to_pil_image(image) for image in images]
-        self.labels = labels.tolist()
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, index):
-        return self.transform(self.images[index]), self.labels[index]
-
-
-def time_pil_pipeline(train_set, args, device, warmup, batches):
-    """Seconds per batch for the per-image PIL pipeline, up to the same point as 1a."""
-    from torchvision import transforms
-
-    transform = transforms.Compose([
-        transforms.RandomCrop(common.IMAGE_SIZE, padding=train.AUGMENT_PADDING,
-                              padding_mode="reflect"),  # reflect, like common.augment
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(common.CIFAR10_MEAN, common.CIFAR10_STD),
-    ])
-    # Only as many images as the measurement uses, so that building the PIL images stays quick.
-    count = min(len(train_set), (warmup + batches) * args.batch_size)
-    dataset = PILImages(train_set.images[:count], train_set.labels[:count], transform)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                        drop_last=len(dataset) > args.batch_size, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+def time_pil_pipeline(train_split, batch_size, workers, device, mean, std, warmup, batches):
+    """Seconds per batch for 03_data.py's per-image PIL pipeline, up to the same point as 1a."""
+    train_transform, _ = data.make_transforms(mean, std)
+    # Only as many images as the measurement uses, so that setting up the dataset stays quick.
+    count = min(len(train_split.labels), (warmup + batches) * batch_size)
+    # The same pixels as the in-memory set, made into a PIL image one at a time: no files needed.
+    dataset = data.ImageDataset(train_split.images[:count], train_split.labels[:count],
+                                train_transform)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                        drop_last=len(dataset) > batch_size, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     stream = endless(loader)
 
     def step():
@@ -224,8 +208,8 @@ def build_training(train_args, num_classes, steps_per_epoch, device):
     Returns:
         (model, loss_fn, optimizer, scheduler).
     """
-    model = common.model_module().build_model(train_args.model_size, num_classes=num_classes)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = models.build_model(train_args.model_size, num_classes=num_classes)
+    model = model.to(device, memory_format=torch.channels_last)  # the layout of the batches
     loss_fn = nn.CrossEntropyLoss(label_smoothing=train_args.label_smoothing)
     optimizer = train.make_optimizer(model, train_args.lr, train_args.weight_decay)
     # The schedule of a full run: the benchmark's few steps stay early in its warm-up, where the
@@ -234,15 +218,15 @@ def build_training(train_args, num_classes, steps_per_epoch, device):
     return model, loss_fn, optimizer, scheduler
 
 
-def time_model(training, images, labels, train_args, device, warmup, batches):
+def time_model(training, images, labels, device, warmup, batches, mixed_precision):
     """Seconds per training step on one batch that is already on the device."""
     model, loss_fn, optimizer, scheduler = training
-    use_bf16 = device.type == "cuda" and not train_args.no_mixed_precision
+    use_bf16 = mixed_precision and device.type == "cuda"  # as in train_one_epoch
     model.train()
 
     def step():  # steps 3 to 7 of 05_train.py's loop, and the schedule
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             outputs = model(images)
             loss = loss_fn(outputs, labels)
         loss.backward()
@@ -253,7 +237,7 @@ def time_model(training, images, labels, train_args, device, warmup, batches):
 
 
 # %% 3. The full training loop ---------------------------------------------------------------------
-def time_full_loop(training, train_set, train_args, device, warmup, batches):
+def time_full_loop(training, train_loader, device, warmup, batches, mixed_precision):
     """Seconds per batch of 05_train.py's train_one_epoch, data pipeline included.
 
     train_one_epoch runs twice on the same stream of batches: first on `warmup` batches
@@ -261,16 +245,14 @@ def time_full_loop(training, train_set, train_args, device, warmup, batches):
     which waits for the device, and common.synchronize() makes sure nothing is left running.
     """
     model, loss_fn, optimizer, scheduler = training
-    train_loader = common.make_loader(train_set, train_args.batch_size, shuffle=True,
-                                      device=device, workers=train_args.workers)
     stream = endless(train_loader)
     if warmup:
-        train.train_one_epoch(model, NextBatches(stream, warmup), loss_fn, optimizer, scheduler,
-                              device, train_args, epoch=1)
+        train.train_one_epoch(model, NextBatches(stream, warmup), loss_fn, optimizer, device,
+                              scheduler, mixed_precision=mixed_precision, description="warm-up")
     common.synchronize(device)
     start = time.perf_counter()
-    train.train_one_epoch(model, NextBatches(stream, batches), loss_fn, optimizer, scheduler,
-                          device, train_args, epoch=1)
+    train.train_one_epoch(model, NextBatches(stream, batches), loss_fn, optimizer, device,
+                          scheduler, mixed_precision=mixed_precision, description="timed")
     common.synchronize(device)
     return (time.perf_counter() - start) / batches
 
@@ -300,30 +282,31 @@ def main():
     warmup = default_warmup if args.warmup is None else args.warmup
     batches = default_batches if args.batches is None else args.batches
 
-    if args.batch_size is None:
-        args.batch_size = train.DEFAULT_BATCH_SIZE[args.model_size]
+    # The training settings of 05_train.py, with this run's model, batch size and device; then
+    # 05's own rule fills in the batch size and peak lr it would use for them.
+    train_args = training_defaults()
+    for name in ("model_size", "batch_size", "device", "seed", "no_mixed_precision"):
+        setattr(train_args, name, getattr(args, name))
+    train.fill_in_batch_size_and_lr(train_args, None)  # None: a new run, not a resumed one
+    batch_size = train_args.batch_size
+    mixed_precision = device.type == "cuda" and not args.no_mixed_precision
     common.section("Setup")
     print(f"Device: {device} ({describe_device(device)})")
-    print(f"PyTorch {torch.__version__}   model: {args.model_size}   batch size: {args.batch_size}"
-          f"   workers: {args.workers}   timed batches: {batches} after {warmup} warm-up")
+    print(f"PyTorch {torch.__version__}   model: {args.model_size}   batch size: {batch_size}"
+          f"   workers (row 1b): {args.workers}   timed batches: {batches} after {warmup} "
+          "warm-up")
 
-    # Only the training split is needed: it is what 05_train.py's training loop reads.
+    # Only the training part is needed: it is what 05_train.py's training loop reads.
     start = time.perf_counter()
-    images, labels, classes = common.load_split(args.data_dir, "train", args.fake_data)
-    train_indices, _ = common.split_train_val(len(labels))
-    train_set = common.InMemoryDataset(images[train_indices], labels[train_indices])
-    print(f"Data: {len(train_set):,} training images, "
+    train_split, _, classes = data.load_train_and_val(args.data_dir, args.fake_data)
+    mean, std = data.normalization_statistics(train_split.images, args.data_dir, args.fake_data)
+    print(f"Data: {len(train_split.labels):,} training images, "
           f"loaded in {time.perf_counter() - start:.1f} s")
-    if args.batch_size > len(train_set):
-        raise common.UserError(f"--batch-size {args.batch_size} is larger than the "
-                               f"{len(train_set):,} training images; pass a smaller --batch-size.")
-
-    # The training settings of 05_train.py, with this run's model, batch size and device.
-    train_args = training_defaults()
-    for name in ("model_size", "batch_size", "workers", "device", "seed", "no_mixed_precision"):
-        setattr(train_args, name, getattr(args, name))
-    train.settle_batch_size_and_lr(train_args)  # the lr 05_train.py would use at this batch size
-    train_args.dry_run = False  # a dry run of 05_train.py stops after one batch; time them all
+    if batch_size > len(train_split.labels):
+        raise common.UserError(f"--batch-size {batch_size} is larger than the "
+                               f"{len(train_split.labels):,} training images; pass a smaller "
+                               "--batch-size.")
+    train_loader = make_train_loader(train_split, batch_size, device, mean, std)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as in 05_train.py: same-shaped batches
 
@@ -331,55 +314,51 @@ def main():
 
     common.section("Measuring")
     start = time.perf_counter()
-    results["data_pipeline"] = time_data_pipeline(train_set, args, device, warmup, batches)
+    results["data_pipeline"] = time_data_pipeline(train_loader, device, warmup, batches)
     print(f"1a. data pipeline of 05_train.py          {time.perf_counter() - start:5.1f} s",
           flush=True)
 
     start = time.perf_counter()
-    results["pil_pipeline"] = time_pil_pipeline(train_set, args, device, warmup, batches)
+    results["pil_pipeline"] = time_pil_pipeline(train_split, batch_size, args.workers, device,
+                                                mean, std, warmup, batches)
     print(f"1b. classic PIL pipeline                  {time.perf_counter() - start:5.1f} s",
           flush=True)
 
-    steps_per_epoch = len(train_set) // args.batch_size
-    training = build_training(train_args, len(classes), steps_per_epoch, device)
+    training = build_training(train_args, len(classes), len(train_loader), device)
     # The model alone trains on one real batch, prepared exactly as the loop prepares it.
-    batch_images, batch_labels = next(iter(common.make_loader(
-        train_set, args.batch_size, shuffle=True, device=device)))
-    batch_images = common.augment(common.normalize(batch_images.to(device)),
-                                  padding=train.AUGMENT_PADDING)
-    batch_images = batch_images.contiguous(memory_format=torch.channels_last)
-    batch_labels = batch_labels.to(device)
+    batch_images, batch_labels = next(iter(train_loader))
     start = time.perf_counter()
-    results["model"] = time_model(training, batch_images, batch_labels, train_args, device,
-                                  warmup, batches)
+    results["model"] = time_model(training, batch_images, batch_labels, device, warmup, batches,
+                                  mixed_precision)
     print(f"2.  model alone                           {time.perf_counter() - start:5.1f} s",
           flush=True)
 
     start = time.perf_counter()
-    results["full_loop"] = time_full_loop(training, train_set, train_args, device, warmup, batches)
+    results["full_loop"] = time_full_loop(training, train_loader, device, warmup, batches,
+                                          mixed_precision)
     print(f"3.  full training loop (train_one_epoch)  {time.perf_counter() - start:5.1f} s",
           flush=True)
 
     common.section("Results")
     print(f"{describe_device(device)}, PyTorch {torch.__version__}, model {args.model_size}, "
-          f"batch size {args.batch_size}, mixed precision "
-          f"{'bfloat16' if device.type == 'cuda' and not args.no_mixed_precision else 'off'}\n")
+          f"batch size {batch_size}, mixed precision "
+          f"{'bfloat16' if mixed_precision else 'off'}\n")
     print_table([
         ("1a. data pipeline of 05_train.py", results["data_pipeline"]),
         ("1b. classic PIL pipeline (comparison)", results["pil_pipeline"]),
         ("2.  model alone (forward+loss+backward+step)", results["model"]),
         ("3.  full training loop (train_one_epoch)", results["full_loop"]),
-    ], args.batch_size)
+    ], batch_size)
 
     ratio = results["full_loop"] / results["model"]
     target_met = ratio <= TARGET_RATIO
     print(f"\nFull loop / model alone: {ratio:.2f}x   (target <= {TARGET_RATIO}x: the data "
           f"pipeline is not the bottleneck) -> {'met' if target_met else 'NOT met'}")
     if not target_met:
-        print("The model waits for data: compare rows 1a and 2, and see whether more --workers "
-              "or a larger --batch-size help.")
+        print("The model waits for data: compare rows 1a and 2. A larger --batch-size spreads "
+              "each batch's fixed costs over more images.")
 
-    steps = CIFAR10_TRAIN_IMAGES // args.batch_size  # 05_train.py drops the last partial batch
+    steps = CIFAR10_TRAIN_IMAGES // batch_size  # 05_train.py drops the last partial batch
     estimate = EPOCHS_FOR_ESTIMATE * steps * results["full_loop"]
     print(f"Estimated {EPOCHS_FOR_ESTIMATE} epochs on {CIFAR10_TRAIN_IMAGES:,} images: "
           f"{EPOCHS_FOR_ESTIMATE} x {steps} batches x {1000 * results['full_loop']:.1f} ms = "
@@ -390,11 +369,10 @@ def main():
         report = {
             "device": str(device), "device_name": describe_device(device),
             "torch": torch.__version__, "model_size": args.model_size,
-            "batch_size": args.batch_size, "workers": args.workers,
-            "mixed_precision": device.type == "cuda" and not args.no_mixed_precision,
-            "warmup": warmup, "batches": batches,
+            "batch_size": batch_size, "workers": args.workers,
+            "mixed_precision": mixed_precision, "warmup": warmup, "batches": batches,
             "results": {name: {"ms_per_batch": 1000 * seconds,
-                               "images_per_second": args.batch_size / seconds}
+                               "images_per_second": batch_size / seconds}
                         for name, seconds in results.items()},
             "full_loop_over_model": ratio, "target_ratio": TARGET_RATIO, "target_met": target_met,
             "estimated_10_epoch_seconds": estimate,

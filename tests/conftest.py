@@ -1,6 +1,5 @@
 """Shared test helpers: run a numbered script the way a user would, in a subprocess."""
 
-import importlib
 import os
 import subprocess
 import sys
@@ -13,6 +12,10 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # so tests can `import common`
 
 import common  # noqa: E402  (needs the path above)
+
+data = common.import_script("03_data")
+models = common.import_script("04_model")
+training = common.import_script("05_train")
 
 
 def run_script(script, *args, cwd=None, timeout=300, env=None):
@@ -50,15 +53,14 @@ def run():
     return run_script
 
 
-def make_checkpoint(path, classes=common.CIFAR10_CLASSES):
+def make_checkpoint(path, classes=data.CIFAR10_CLASSES):
     """Write a checkpoint as 05_train.py does, without training: a small CifarNet after one
     "epoch" of two SGD steps, out of two epochs, with 05's own optimizer and schedule.
 
     The real steps give the optimizer momentum buffers and the schedule a position.
     """
     torch.manual_seed(0)
-    model = common.model_module().build_model("small", num_classes=len(classes))
-    training = importlib.import_module("05_train")
+    model = models.build_model("small", num_classes=len(classes))
     optimizer = training.make_optimizer(model, lr=0.05, weight_decay=5e-4)
     scheduler = training.make_scheduler(optimizer, total_steps=4)
     for _ in range(2):
@@ -75,8 +77,8 @@ def make_checkpoint(path, classes=common.CIFAR10_CLASSES):
         "scheduler": scheduler.state_dict(), "epoch": 1, "best_val_accuracy": 0.1,
         "history": history,
         "config": {"model": {"size": "small", "num_classes": len(classes)},
-                   "classes": list(classes), "mean": list(common.CIFAR10_MEAN),
-                   "std": list(common.CIFAR10_STD), "data": "fake", "epochs": 2, "lr": 0.05,
+                   "classes": list(classes), "mean": list(data.CIFAR10_MEAN),
+                   "std": list(data.CIFAR10_STD), "data": "fake", "epochs": 2, "lr": 0.05,
                    "batch_size": 16, "seed": 0, "weight_decay": 5e-4, "label_smoothing": 0.2,
                    "augment": True, "steps_per_epoch": 2},
     }

@@ -1,12 +1,15 @@
 """Tests for 04_model.py: the network's shapes and parameters, its Sequential twin, and the lesson.
 
-The model is imported the way 05-08 import it (common.model_module()); the lesson is run as a
-user runs it, once per model size, and what it prints is checked against the real model.
+The model is imported the way 05-08 import it (common.import_script("04_model")); the lesson is
+run as a user runs it, once per model size, and what it prints is checked against the real model.
+The diagram's drawing code lives in figures.py and is tested here too.
 """
 
 import importlib.util
 import re
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,7 +20,7 @@ import common
 SCRIPT = "04_model.py"
 SIZES = ["small", "large"]
 DIAGRAM = common.OUTPUT_DIR / "model_architecture.png"
-model_module = common.model_module()
+model_module = common.import_script("04_model")
 _results = {}
 
 
@@ -133,13 +136,38 @@ def test_train_and_eval_modes_differ_and_eval_is_deterministic():
 
 def test_importing_the_module_prints_nothing(capfd):
     # Run the file's top level again in a fresh module object, which is what an import does
-    # (05-08 import it through common.model_module()): it must define things and print nothing.
+    # (05-08 import it through common.import_script): it must define things and print nothing.
     spec = importlib.util.spec_from_file_location("fresh_04_model", common.REPO_DIR / SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert capfd.readouterr() == ("", "")
     assert callable(module.build_model) and callable(module.build_sequential)
-    assert common.model_module().CifarNet.__module__ == "04_model"
+    assert common.import_script("04_model").CifarNet.__module__ == "04_model"
+
+
+def test_importing_the_module_runs_no_lesson_code():
+    # In a fresh Python, as 05-08 (and their DataLoader worker processes) see it: importing
+    # prints nothing, draws nothing (matplotlib stays unloaded), does not load 03_data.py and
+    # does not touch the error hook that the lesson installs for itself.
+    code = ("import sys; import common; hook = sys.excepthook; "
+            "common.import_script('04_model'); "
+            "print(sorted(name for name in ('matplotlib', 'figures', '03_data') "
+            "if name in sys.modules), sys.excepthook is hook)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=common.REPO_DIR,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("[] True\n", "")
+
+
+def test_figures_draws_the_architecture_from_a_shape_trace(tmp_path):
+    import figures
+
+    torch.manual_seed(0)
+    model = model_module.build_model("small")
+    records = model_module.trace_shapes(model, torch.randn(2, 3, 32, 32))
+    path = figures.draw_architecture(model, records, tmp_path / "nested" / "architecture.png")
+    assert path == tmp_path / "nested" / "architecture.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # %% The lesson, run as a user runs it ------------------------------------------------------------
@@ -214,6 +242,11 @@ def test_lesson_turns_logits_into_near_uniform_probabilities(run):
     loss = number_after("CrossEntropyLoss()(logits, labels) =", logits)
     assert loss == number_after("of each image's label, by hand:", logits)
     assert abs(loss - number_after("ln(10) =", logits)) < 0.2
+    # Undoing logit_scale makes the same untrained network confident and its loss worse.
+    without_scale = re.search(r"without the \* 0\.125: probabilities up to (\S+), loss (\S+)",
+                              logits)
+    assert float(without_scale.group(1)) > high
+    assert float(without_scale.group(2)) > loss
 
 
 @pytest.mark.parametrize("size", SIZES)

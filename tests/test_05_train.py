@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 
 import common
+
+data = common.import_script("03_data")
 from conftest import REPO_DIR
 
 SCRIPT = "05_train.py"
@@ -251,7 +253,7 @@ def test_checkpoint_holds_what_the_later_scripts_need(fake_run):
     assert checkpoint["epoch"] == 1
     config = checkpoint["config"]
     assert config["model"] == {"size": "small", "num_classes": 10}
-    assert config["classes"] == list(common.CIFAR10_CLASSES)
+    assert config["classes"] == list(data.CIFAR10_CLASSES)
     assert config["data"] == "fake"
     for statistic in (config["mean"], config["std"]):  # of the fake images, for 06-08
         assert len(statistic) == 3 and all(0 < value < 1 for value in statistic)

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 import common
+
+data = common.import_script("03_data")
 from test_05_train import (EASY_COLOURS, PNG_SIGNATURE, assert_ok, assert_refused, finish,
                            run_in_process, start, training_runs)
 
@@ -57,7 +59,7 @@ def test_prints_the_key_lines(fake_evaluation):
     assert re.search(r"^Test accuracy on 200 images: \d+\.\d\d%", output, re.MULTILINE)
     assert re.search(r"^With flip test-time augmentation: +\d+\.\d\d%", output, re.MULTILINE)
     assert "Accuracy per class" in output
-    for name in common.CIFAR10_CLASSES:  # one line per class
+    for name in data.CIFAR10_CLASSES:  # one line per class
         assert re.search(rf"^  {name} +\d+\.\d\d%", output, re.MULTILINE), name
     assert "Most common mistake:" in output
 
@@ -73,7 +75,7 @@ def test_writes_the_figures_and_the_numbers(fake_evaluation):
 def test_numbers_agree_with_each_other_and_with_the_printout(fake_evaluation):
     results = results_of(fake_evaluation)
     matrix = results["confusion_matrix"]
-    classes = list(common.CIFAR10_CLASSES)
+    classes = list(data.CIFAR10_CLASSES)
     assert results["test_images"] == 200 == sum(map(sum, matrix))
     assert len(matrix) == len(classes) and all(len(row) == len(classes) for row in matrix)
     correct = sum(matrix[index][index] for index in range(len(classes)))

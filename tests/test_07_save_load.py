@@ -3,12 +3,14 @@ files it writes load back (or are refused) as the lesson says."""
 
 import pickle
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import common
-from conftest import make_checkpoint
+from conftest import REPO_DIR, make_checkpoint
 
 SCRIPT = "07_save_load.py"
 _results = {}
@@ -96,6 +98,24 @@ def test_weights_only_refuses_code_and_the_whole_model(output, workspace):
     # The whole-model file names the class, so a safe load refuses it.
     with pytest.raises(pickle.UnpicklingError):
         torch.load(workspace / "export" / "cifarnet_whole_model.pt", weights_only=True)
+
+
+def test_whole_model_file_needs_its_class_importable(output, workspace):
+    # What the lesson prints: the class reference, and the failure where it cannot be imported...
+    assert "it refers to its class as 04_model.CifarNet" in output
+    assert re.search(r"where 04_model cannot be imported fails: ModuleNotFoundError: "
+                     r"No module named '04_model'$", output, flags=re.MULTILINE)
+    # ...and our own check of both sides: a fresh Python fails without 04_model on its path and
+    # loads the file once the repository is on it.
+    path = workspace / "export" / "cifarnet_whole_model.pt"
+    load = f"import torch; print(type(torch.load({str(path)!r}, weights_only=False)).__name__)"
+    without = subprocess.run([sys.executable, "-E", "-c", load], cwd=workspace,
+                             capture_output=True, text=True, timeout=120)
+    assert without.returncode != 0 and "No module named '04_model'" in without.stderr
+    with_repo = subprocess.run([sys.executable, "-E", "-c", load], cwd=REPO_DIR,
+                               capture_output=True, text=True, timeout=120)
+    assert with_repo.returncode == 0, with_repo.stderr
+    assert with_repo.stdout.strip() == "CifarNet"
 
 
 def test_resume_goes_on_from_the_next_epoch(output):

@@ -10,6 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import common
+
+data = common.import_script("03_data")
 from conftest import make_checkpoint
 
 SCRIPT = "08_predict.py"
@@ -56,7 +58,7 @@ def predictions(stdout):
     return results
 
 
-def check_ranking(ranking, classes=common.CIFAR10_CLASSES, top=3):
+def check_ranking(ranking, classes=data.CIFAR10_CLASSES, top=3):
     """`top` known classes, each once, with probabilities in [0, 1], largest first, sum <= 1."""
     assert len(ranking) == top
     names = [name for name, _ in ranking]
@@ -142,7 +144,7 @@ def test_shrink_keeps_the_centre_of_a_wide_image(predict_module):
     image = Image.new("RGB", (1000, 700), (0, 0, 255))
     ImageDraw.Draw(image).rectangle((0, 0, 99, 699), fill=(255, 0, 0))
     ImageDraw.Draw(image).rectangle((900, 0, 999, 699), fill=(255, 0, 0))
-    tensor = common.shrink(image)
+    tensor = data.shrink(image)
     assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8
     assert tensor[0].max() < 10 and tensor[2].min() > 245  # only the blue middle is left
 
@@ -157,7 +159,7 @@ def test_shrink_is_torchvisions_resize_and_center_crop(predict_module):
     rng = np.random.default_rng(0)
     for width, height in [(1000, 700), (700, 1000), (33, 32), (32, 32), (45, 1000), (99, 101)]:
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        assert torch.equal(common.shrink(image), reference(image)), (width, height)
+        assert torch.equal(data.shrink(image), reference(image)), (width, height)
 
 
 def test_an_image_gets_the_same_answer_alone_or_in_a_batch(predict_module, workspace):

@@ -98,19 +98,39 @@ def test_next_batches_continues_one_stream_across_epochs(benchmark_module):
 def test_full_loop_times_train_one_epoch_on_warmup_then_timed_batches(benchmark_module, monkeypatch):
     calls = []
 
-    def recording_train_one_epoch(model, train_loader, loss_fn, optimizer, scheduler, device,
-                                  args, epoch):
-        batches = list(train_loader)
-        calls.append((len(train_loader), len(batches), args.dry_run))
+    def recording_train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
+                                  mixed_precision=False, description="training"):
+        batches = list(loader)
+        calls.append((len(loader), [len(labels) for _, labels in batches], mixed_precision))
         return 0.0, 0.0
 
     monkeypatch.setattr(benchmark_module.train, "train_one_epoch", recording_train_one_epoch)
     images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
-    train_set = benchmark_module.common.InMemoryDataset(images, torch.zeros(10, dtype=torch.long))
-    train_args = benchmark_module.training_defaults()
-    train_args.batch_size, train_args.workers, train_args.dry_run = 4, 0, False
-    seconds = benchmark_module.time_full_loop((None, None, None, None), train_set, train_args,
-                                       torch.device("cpu"), warmup=3, batches=7)
-    # 10 images in batches of 4 is 2 batches an epoch: 3 + 7 batches need several epochs.
-    assert calls == [(3, 3, False), (7, 7, False)]
+    train_split = benchmark_module.data.Split(images, torch.zeros(10, dtype=torch.long))
+    train_loader = benchmark_module.make_train_loader(train_split, 4, torch.device("cpu"),
+                                                      mean=(0.5,) * 3, std=(0.25,) * 3)
+    seconds = benchmark_module.time_full_loop((None, None, None, None), train_loader,
+                                              torch.device("cpu"), warmup=3, batches=7,
+                                              mixed_precision=True)
+    # 10 images in batches of 4 is 2 full batches an epoch (the last 2 images are dropped, as in
+    # 05_train.py): 3 + 7 batches need several epochs, and every batch is a full one.
+    assert calls == [(3, [4] * 3, True), (7, [4] * 7, True)]
     assert seconds > 0
+
+
+def test_uses_the_statistics_and_training_loader_of_05_train(benchmark_module, tmp_path):
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    # CIFAR-10 (a --data-dir without train/ and test/): its published constants.
+    data = benchmark_module.data
+    assert data.normalization_statistics(images, tmp_path, False) == (
+        data.CIFAR10_MEAN, data.CIFAR10_STD)
+    # Fake data or a folder of images: the training images' own statistics.
+    assert data.normalization_statistics(images, tmp_path, True) == \
+        data.channel_statistics(images)
+    # The training loader yields what the model takes: float batches, channels_last.
+    loader = benchmark_module.make_train_loader(
+        benchmark_module.data.Split(images, torch.zeros(6, dtype=torch.long)), 3,
+        torch.device("cpu"), mean=(0.5,) * 3, std=(0.25,) * 3)
+    batch, labels = next(iter(loader))
+    assert batch.dtype == torch.float32 and batch.shape == (3, 3, 32, 32)
+    assert batch.is_contiguous(memory_format=torch.channels_last) and len(labels) == 3

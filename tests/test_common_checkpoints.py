@@ -9,17 +9,19 @@ import torch
 
 import common
 
+data = common.import_script("03_data")
+
 
 def small_checkpoint(num_classes=3, seed=0):
     """A checkpoint as 05_train.py writes it, for an untrained small model."""
     torch.manual_seed(seed)
-    model = common.model_module().build_model("small", num_classes=num_classes)
+    model = common.import_script("04_model").build_model("small", num_classes=num_classes)
     return {
         "model": model.state_dict(), "epoch": 2, "best_val_accuracy": 0.5,
         "history": {"epoch": [1, 2], "train_loss": [1.5, 1.2]},
         "config": {"model": {"size": "small", "num_classes": num_classes},
                    "classes": [f"class{index}" for index in range(num_classes)],
-                   "mean": list(common.CIFAR10_MEAN), "std": list(common.CIFAR10_STD),
+                   "mean": list(data.CIFAR10_MEAN), "std": list(data.CIFAR10_STD),
                    "data": "folder", "epochs": 2, "lr": 0.1},
     }, model
 
@@ -130,9 +132,14 @@ def test_model_from_checkpoint_rebuilds_the_same_network_in_eval_mode(tmp_path):
     rebuilt = common.model_from_checkpoint(common.load_checkpoint(path))
     assert not rebuilt.training
     assert rebuilt is not original
-    images = torch.randn(5, 3, 32, 32)
+    # In the channels_last layout, the one 03_data.prepare_batch gives the batches.
+    first_conv = next(module for module in rebuilt.modules()
+                      if isinstance(module, torch.nn.Conv2d))
+    assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(5, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    original = original.to(memory_format=torch.channels_last).eval()
     with torch.no_grad():
-        assert torch.equal(rebuilt(images), original.eval()(images))
+        assert torch.equal(rebuilt(images), original(images))
 
 
 def test_weights_that_do_not_fit_the_named_model_are_refused():

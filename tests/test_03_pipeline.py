@@ -1,4 +1,5 @@
-"""Unit tests for the data helpers of common.py: loading, the validation split, loaders, augment."""
+"""Unit tests for 03_data.py's data pipeline, as 05-08 import it: loading, the validation split,
+the in-memory loader, normalize and random_crop_and_flip."""
 
 import pytest
 import torch
@@ -7,26 +8,27 @@ from PIL import Image
 
 import common
 
-CPU = torch.device("cpu")
+data = common.import_script("03_data")
+MEAN, STD = data.CIFAR10_MEAN, data.CIFAR10_STD
 
 
 # ---- The validation split --------------------------------------------------------------------
 def test_split_holds_out_5000_of_cifar10s_50000():
-    train_indices, val_indices = common.split_train_val(50_000)
+    train_indices, val_indices = data.split_train_val(50_000)
     assert (len(train_indices), len(val_indices)) == (45_000, 5_000)
     assert train_indices.dtype == val_indices.dtype == torch.int64
 
 
 @pytest.mark.parametrize("num_images, expected_val", [(1000, 100), (24, 2), (5, 1), (24_999, 2499)])
 def test_split_holds_out_a_tenth_of_small_sets(num_images, expected_val):
-    train_indices, val_indices = common.split_train_val(num_images)
+    train_indices, val_indices = data.split_train_val(num_images)
     assert len(val_indices) == expected_val
     assert len(train_indices) == num_images - expected_val
 
 
 @pytest.mark.parametrize("num_images", [50_000, 1000, 24])
 def test_split_parts_do_not_overlap_and_cover_every_image(num_images):
-    train_indices, val_indices = common.split_train_val(num_images)
+    train_indices, val_indices = data.split_train_val(num_images)
     assert not torch.isin(train_indices, val_indices).any()
     assert torch.equal(torch.cat([train_indices, val_indices]).sort().values,
                        torch.arange(num_images))
@@ -34,41 +36,38 @@ def test_split_parts_do_not_overlap_and_cover_every_image(num_images):
 
 def test_split_is_the_same_every_call_whatever_the_global_seed():
     torch.manual_seed(1)
-    first = common.split_train_val(50_000)
+    first = data.split_train_val(50_000)
     torch.manual_seed(2)
-    second = common.split_train_val(50_000)
+    second = data.split_train_val(50_000)
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     # And it is shuffled, not simply the last 5,000 images.
     assert not torch.equal(first[1].sort().values, torch.arange(45_000, 50_000))
 
 
-# ---- InMemoryDataset and make_loader ---------------------------------------------------------
-def numbered_dataset(size):
-    """An InMemoryDataset whose label i sits with an image filled with i % 256."""
+# ---- InMemoryLoader ----------------------------------------------------------------------------
+def numbered(size):
+    """uint8 images whose pixels are all i % 256 beside the label i: (images, labels)."""
     images = (torch.arange(size) % 256).to(torch.uint8).view(size, 1, 1, 1).expand(size, 3, 32, 32)
-    return common.InMemoryDataset(images.contiguous(), torch.arange(size))
+    return images.contiguous(), torch.arange(size)
 
 
-def test_in_memory_dataset_indexes_a_whole_batch_at_once():
-    dataset = numbered_dataset(10)
-    images, labels = dataset[[7, 2, 5]]
-    assert images.shape == (3, 3, 32, 32) and images.dtype == torch.uint8
-    assert labels.tolist() == [7, 2, 5]
-    assert images[:, 0, 0, 0].tolist() == [7, 2, 5]
-    assert len(dataset) == 10
+def pixel_values(images):
+    """Undo normalize for each image's first pixel: back to the byte it was made from."""
+    return (images[:, 0, 0, 0] * STD[0] + MEAN[0]).mul(255).round().long()
 
 
 def test_training_loader_shuffles_differently_every_epoch_and_drops_the_last_batch():
-    dataset = numbered_dataset(100)
-    loader = common.make_loader(dataset, batch_size=32, shuffle=True, device=CPU)
+    loader = data.InMemoryLoader(*numbered(100), 32, "cpu", MEAN, STD, shuffle=True)
+    assert len(loader) == 3
     epochs = []
     for _ in range(2):
         batches = list(loader)
         assert [len(labels) for _, labels in batches] == [32, 32, 32]  # 100 = 3 x 32 + 4 dropped
         for images, labels in batches:
-            assert images.shape == (32, 3, 32, 32) and images.dtype == torch.uint8
+            assert images.shape == (32, 3, 32, 32) and images.dtype == torch.float32
+            assert images.is_contiguous(memory_format=torch.channels_last)
             assert labels.dtype == torch.int64
-            assert torch.equal(images[:, 0, 0, 0].long(), labels)  # images stay with their labels
+            assert torch.equal(pixel_values(images), labels)  # images stay with their labels
         order = torch.cat([labels for _, labels in batches])
         assert len(set(order.tolist())) == 96  # no image twice in an epoch
         epochs.append(order)
@@ -76,30 +75,42 @@ def test_training_loader_shuffles_differently_every_epoch_and_drops_the_last_bat
     assert not torch.equal(epochs[0], torch.arange(96))
 
 
-def test_evaluation_loader_keeps_the_order_and_every_image():
-    dataset = numbered_dataset(100)
-    loader = common.make_loader(dataset, batch_size=32, shuffle=False, device=CPU)
+def test_evaluation_loader_keeps_the_order_and_every_image_unaugmented():
+    images, labels = numbered(100)
+    loader = data.InMemoryLoader(images, labels, 32, torch.device("cpu"), MEAN, STD)
     batches = list(loader)
     assert [len(labels) for _, labels in batches] == [32, 32, 32, 4]
     assert torch.equal(torch.cat([labels for _, labels in batches]), torch.arange(100))
-    assert torch.equal(torch.cat([labels for _, labels in loader]), torch.arange(100))
+    # Exactly normalize's output, in the same order, every time: no augmentation.
+    assert torch.equal(torch.cat([batch for batch, _ in loader]), data.normalize(images, MEAN, STD))
 
 
 def test_training_loader_keeps_a_set_smaller_than_one_batch():
-    loader = common.make_loader(numbered_dataset(20), batch_size=32, shuffle=True, device=CPU)
+    loader = data.InMemoryLoader(*numbered(20), 32, "cpu", MEAN, STD, shuffle=True, augment=True)
     batches = list(loader)
     assert len(batches) == 1
     assert sorted(batches[0][1].tolist()) == list(range(20))
 
 
+def test_loader_augments_only_when_asked():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.zeros(64, dtype=torch.long)
+    plain = next(iter(data.InMemoryLoader(images, labels, 64, "cpu", MEAN, STD)))[0]
+    augmented = next(iter(data.InMemoryLoader(images, labels, 64, "cpu", MEAN, STD,
+                                              augment=True)))[0]
+    assert torch.equal(plain, data.normalize(images, MEAN, STD))
+    assert (augmented != plain).flatten(1).any(dim=1).sum() >= 56
+
+
 def test_loader_pins_memory_only_for_cuda():
-    dataset = numbered_dataset(10)
-    assert not common.make_loader(dataset, 4, shuffle=False, device=CPU).pin_memory
-    cuda_loader = common.make_loader(dataset, 4, shuffle=False, device=torch.device("cuda"))
-    assert cuda_loader.pin_memory  # only the setting: no batch is loaded, so no GPU is needed
+    images, labels = numbered(10)
+    assert not data.InMemoryLoader(images, labels, 4, "cpu", MEAN, STD).loader.pin_memory
+    if torch.cuda.is_available():
+        assert data.InMemoryLoader(images, labels, 4, "cuda", MEAN, STD).loader.pin_memory
 
 
-# ---- augment ---------------------------------------------------------------------------------
+# ---- random_crop_and_flip ------------------------------------------------------------------------------
 def shifted_and_flipped(image, padding):
     """Every crop (after reflect padding) of one image (C, H, W), unflipped and flipped."""
     _, height, width = image.shape
@@ -112,18 +123,18 @@ def shifted_and_flipped(image, padding):
 def test_augment_keeps_shape_dtype_and_device_and_changes_images():
     torch.manual_seed(0)
     images = torch.rand(64, 3, 32, 32)
-    augmented = common.augment(images)
+    augmented = data.random_crop_and_flip(images)
     assert augmented.shape == images.shape and augmented.dtype == images.dtype
     assert augmented.device == images.device
     changed = (augmented != images).flatten(1).any(dim=1)
     assert changed.sum() >= 56  # only the centre crop, unflipped (1 in 162), leaves one as it was
-    assert not torch.equal(common.augment(images), augmented)  # a new draw every call
+    assert not torch.equal(data.random_crop_and_flip(images), augmented)  # a new draw every call
 
 
 def test_each_augmented_image_is_a_shifted_or_flipped_crop_of_its_own_image():
     torch.manual_seed(0)
     images = torch.rand(16, 3, 32, 32)  # random pixels: every crop is different from the others
-    augmented = common.augment(images, padding=4)
+    augmented = data.random_crop_and_flip(images, padding=4)
     for output, image in zip(augmented, images):
         candidates = shifted_and_flipped(image, padding=4)
         matches = (candidates == output).flatten(1).all(dim=1)
@@ -133,7 +144,7 @@ def test_each_augmented_image_is_a_shifted_or_flipped_crop_of_its_own_image():
 def test_augment_with_no_padding_only_flips():
     torch.manual_seed(0)
     images = torch.rand(64, 3, 32, 32)
-    augmented = common.augment(images, padding=0)
+    augmented = data.random_crop_and_flip(images, padding=0)
     same = (augmented == images).flatten(1).all(dim=1)
     flipped = (augmented == images.flip(3)).flatten(1).all(dim=1)
     assert (same ^ flipped).all()  # each image exactly one of the two
@@ -146,7 +157,7 @@ def test_augment_draws_every_shift_and_flips_half_the_images():
     rows, columns = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     image = torch.stack([rows, columns, torch.zeros(32, 32)])
     torch.manual_seed(0)
-    augmented = common.augment(image.expand(4000, 3, 32, 32).contiguous(), padding=4)
+    augmented = data.random_crop_and_flip(image.expand(4000, 3, 32, 32).contiguous(), padding=4)
     flipped = augmented[:, 1, 4, 5] < augmented[:, 1, 4, 4]  # columns run backwards
     top = augmented[:, 0, 4, 4].long()
     left = torch.where(flipped, augmented[:, 1, 4, 27], augmented[:, 1, 4, 4]).long()
@@ -158,10 +169,10 @@ def test_augment_draws_every_shift_and_flips_half_the_images():
 # ---- normalize -------------------------------------------------------------------------------
 def test_normalize_gives_exact_values_for_a_constant_image():
     images = torch.full((2, 3, 4, 4), 200, dtype=torch.uint8)
-    normalised = common.normalize(images)
+    normalised = data.normalize(images, MEAN, STD)
     assert normalised.dtype == torch.float32 and normalised.shape == images.shape
     for channel in range(3):
-        expected = (200 / 255 - common.CIFAR10_MEAN[channel]) / common.CIFAR10_STD[channel]
+        expected = (200 / 255 - MEAN[channel]) / STD[channel]
         assert torch.allclose(normalised[:, channel], torch.tensor(expected), atol=1e-6)
 
 
@@ -169,10 +180,10 @@ def test_normalize_gives_mean_0_and_std_1_on_data_with_cifar10s_statistics():
     # Per channel, half of the pixels at mean - std and half at mean + std (in bytes): the mean
     # and (population) std of such data are the constants, up to rounding to whole bytes.
     images = torch.empty(10, 3, 32, 32, dtype=torch.uint8)
-    for channel, (mean, std) in enumerate(zip(common.CIFAR10_MEAN, common.CIFAR10_STD)):
+    for channel, (mean, std) in enumerate(zip(MEAN, STD)):
         images[:, channel, :, :16] = round(255 * (mean - std))
         images[:, channel, :, 16:] = round(255 * (mean + std))
-    normalised = common.normalize(images)
+    normalised = data.normalize(images, MEAN, STD)
     assert normalised.mean(dim=(0, 2, 3)).tolist() == pytest.approx([0, 0, 0], abs=0.02)
     assert normalised.std(dim=(0, 2, 3), correction=0).tolist() == pytest.approx([1, 1, 1],
                                                                                  abs=0.02)
@@ -180,9 +191,34 @@ def test_normalize_gives_mean_0_and_std_1_on_data_with_cifar10s_statistics():
 
 def test_normalize_accepts_other_statistics_and_is_deterministic():
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    normalised = common.normalize(images, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    normalised = data.normalize(images, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert torch.allclose(normalised, images.float() / 255 * 2 - 1, atol=1e-6)
-    assert torch.equal(common.normalize(images), common.normalize(images))
+    assert torch.equal(data.normalize(images, MEAN, STD), data.normalize(images, MEAN, STD))
+
+
+def test_normalize_refuses_images_that_are_already_floats():
+    # The silent mistake a copier makes: ToTensor's [0, 1] floats divided by 255 a second time.
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(TypeError, match="uint8"):
+        data.normalize(images, MEAN, STD)
+
+
+def test_normalize_refuses_statistics_for_another_number_of_channels():
+    # Three-channel statistics on one grey channel would broadcast it into three channels.
+    grey = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="1 channels"):
+        data.normalize(grey, MEAN, STD)
+    assert data.normalize(grey, (0.5,), (0.25,)).shape == (2, 1, 8, 8)
+
+
+def test_prepare_batch_is_what_the_evaluation_loader_yields():
+    # 06 uses the loader and 08 calls prepare_batch directly: both give the network one input.
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    prepared = data.prepare_batch(images, "cpu", MEAN, STD)
+    assert prepared.is_contiguous(memory_format=torch.channels_last)
+    from_loader = next(iter(data.InMemoryLoader(images, torch.zeros(10, dtype=torch.long), 10,
+                                                "cpu", MEAN, STD)))[0]
+    assert torch.equal(prepared, from_loader)
 
 
 # ---- load_split ------------------------------------------------------------------------------
@@ -218,14 +254,14 @@ def write_image_folder(root):
 def test_load_split_reads_an_image_folder_as_32x32_rgb(tmp_path):
     expected = write_image_folder(tmp_path)
     for split in ("train", "test"):
-        images, labels, classes = common.load_split(tmp_path, split)
+        images, labels, classes = data.load_split(tmp_path, split)
         assert classes == ("blue", "red")  # the subfolder names, sorted
         assert images.shape == (len(expected[split]), 3, 32, 32) and images.dtype == torch.uint8
         assert labels.dtype == torch.int64
         for image, colour in zip(images, expected[split]):
             # Every image is one colour, so resizing keeps it; JPEG may be off by a little.
             assert (image.int() - torch.tensor(colour).view(3, 1, 1)).abs().max() <= 3
-    _, train_labels, _ = common.load_split(tmp_path, "train")
+    _, train_labels, _ = data.load_split(tmp_path, "train")
     assert train_labels.tolist() == [0, 0, 1, 1]
 
 
@@ -233,13 +269,13 @@ def test_load_split_refuses_a_file_that_is_not_an_image(tmp_path):
     write_image_folder(tmp_path)
     (tmp_path / "train" / "red" / "notes.jpg").write_text("not an image")
     with pytest.raises(common.UserError, match="notes.jpg"):
-        common.load_split(tmp_path, "train")
+        data.load_split(tmp_path, "train")
 
 
 # ---- Fake data -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fake_splits():
-    return {split: common.load_split(common.DATA_DIR, split, fake_data=True)
+    return {split: data.load_split(common.DATA_DIR, split, fake_data=True)
             for split in ("train", "test")}
 
 
@@ -249,23 +285,48 @@ def test_fake_data_sizes_and_types(fake_splits):
         assert images.shape == (size, 3, 32, 32) and images.dtype == torch.uint8
         assert labels.shape == (size,) and labels.dtype == torch.int64
         assert 0 <= labels.min() and labels.max() < 10
-        assert classes == common.CIFAR10_CLASSES
+        assert classes == data.CIFAR10_CLASSES
     assert not torch.equal(fake_splits["train"][0][:200], fake_splits["test"][0])
 
 
 def test_fake_data_is_the_same_every_time(fake_splits):
-    images, labels, _ = common.load_split(common.DATA_DIR, "test", fake_data=True)
+    images, labels, _ = data.load_split(common.DATA_DIR, "test", fake_data=True)
     assert torch.equal(images, fake_splits["test"][0])
     assert torch.equal(labels, fake_splits["test"][1])
 
 
-def test_load_datasets_gives_train_validation_and_test(fake_splits, monkeypatch):
+def test_load_train_and_val_splits_the_training_images(fake_splits, monkeypatch):
     # The splits loaded once above stand in for load_split, which would make them again.
-    monkeypatch.setattr(common, "load_split",
+    monkeypatch.setattr(data, "load_split",
                         lambda data_dir, split, fake_data=False: fake_splits[split])
-    train_set, val_set, test_set, classes = common.load_datasets(common.DATA_DIR, fake_data=True)
-    assert (len(train_set), len(val_set), len(test_set)) == (900, 100, 200)
-    assert classes == common.CIFAR10_CLASSES
-    train_indices, val_indices = common.split_train_val(1000)
-    assert torch.equal(val_set.images, fake_splits["train"][0][val_indices])
-    assert torch.equal(train_set.labels, fake_splits["train"][1][train_indices])
+    train, val, classes = data.load_train_and_val(common.DATA_DIR, fake_data=True)
+    assert (len(train.labels), len(val.labels)) == (900, 100)
+    assert classes == data.CIFAR10_CLASSES
+    train_indices, val_indices = data.split_train_val(1000)
+    assert torch.equal(val.images, fake_splits["train"][0][val_indices])
+    assert torch.equal(train.labels, fake_splits["train"][1][train_indices])
+
+
+def test_load_train_and_val_needs_two_images(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / split / "only").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "train" / "only" / "a.png")
+    Image.new("RGB", (32, 32)).save(tmp_path / "test" / "only" / "b.png")
+    with pytest.raises(common.UserError, match="at least 2"):
+        data.load_train_and_val(tmp_path)
+
+
+def test_torchvisions_random_crop_and_flip_makes_the_same_kind_of_image():
+    # The lesson's per-image transforms (section 3) and the batch version should be
+    # interchangeable: every torchvision output is also one of the crops and flips above.
+    from torchvision import transforms
+
+    geometric = transforms.Compose([
+        transforms.RandomCrop(32, padding=data.AUGMENT_PADDING, padding_mode="reflect"),
+        transforms.RandomHorizontalFlip()])
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    for image in images:
+        output = transforms.PILToTensor()(geometric(data.to_pil(image)))
+        candidates = shifted_and_flipped(image.float(), padding=data.AUGMENT_PADDING)
+        assert (candidates == output.float()).flatten(1).all(dim=1).sum() == 1
