@@ -38,7 +38,8 @@ common.report_errors_plainly()
 parser = argparse.ArgumentParser(description="Lesson 1: tensors, printed section by section.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 common.add_device_flag(parser, "where the device section computes")
-parser.add_argument("--seed", type=int, default=0, help="random seed, for repeatable output")
+parser.add_argument("--seed", type=common.non_negative_int, default=0,
+                    help="random seed, for repeatable output")
 args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
 device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
 

@@ -35,7 +35,7 @@ common.report_errors_plainly()
 parser = argparse.ArgumentParser(description="Lesson 2: autograd, and a line fitted with it.",
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 common.add_device_flag(parser, "where the model of section 9 trains")
-parser.add_argument("--seed", type=int, default=0,
+parser.add_argument("--seed", type=common.non_negative_int, default=0,
                     help="random seed (the data points and the model's starting weights)")
 parser.add_argument("--lr", type=common.positive_float, default=0.1,
                     help="learning rate: the step size of every gradient-descent loop here")

@@ -41,6 +41,7 @@ from typing import NamedTuple
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler,
@@ -137,23 +138,140 @@ def shrink(image, size=IMAGE_SIZE):
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
+# Reading an image file. Training on a folder of your own images and 08_predict.py read files
+# with the same function, open_image, so that a photo reaches the network the same way in both.
+# Files come in many modes, and the network takes RGB (3 channels of 0..255):
+#   - grayscale ("L"): the gray value goes into all three channels;
+#   - palette ("P", common in GIF and small PNG files): each pixel's colour is looked up;
+#   - with transparency ("RGBA", "LA", or a colour marked transparent): put on white, see to_rgb;
+#   - 16 bits per pixel ("I;16", from scientific and medical PNG and TIFF files, 0..65535) or
+#     floating point ("F", TIFF, usually 0..1): scaled down to 0..255. Pillow's own
+#     convert("RGB") clips them at 255 instead, so nearly every pixel would come out white (16
+#     bits) or black (0..1 floats).
+# And they come in any size: a phone photo has 12 to 48 million pixels, 3 bytes each in RGB,
+# while the network sees 32x32. open_image never holds a large photo at full size in RGB: a
+# JPEG is decoded at 1/2, 1/4 or 1/8 of its size, other formats are averaged down by a whole
+# factor right after decoding, and only then converted, so that the shorter side ends between
+# DECODE_SIZE and twice that: plenty for shrink, whose bilinear filter still averages many
+# pixels into each of the 32x32.
+DECODE_SIZE = 256
+
+
+def to_rgb(image):
+    """Convert a PIL image of any mode to RGB: 16-bit and floating-point values scaled to
+    0..255, and transparent parts put on a white background.
+
+    A transparent pixel still stores some colour, usually black, that no viewer shows. A plain
+    image.convert("RGB") drops the transparency and shows that colour: a logo on a transparent
+    background would reach the network on black. Compositing on white instead gives the picture
+    you see on a white web page. CIFAR-10 has no transparent images, so white is a choice, not a
+    rule.
+    """
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # nan_to_num: a float file may hold NaN ("not a number") where nothing was measured.
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0, neginf=0.0)
+        largest = values.max()
+        if image.mode == "F":  # floats: 0..1 by convention, else scaled so the largest is white
+            scale = 255.0 if largest <= 1 else 255.0 / largest
+        else:  # integers: 16 bits (65535 / 257 = 255), unless larger values say otherwise
+            scale = 1 / 257 if largest <= 65535 else 255.0 / largest
+        gray = np.clip(values * scale, 0, 255).round().astype(np.uint8)
+        image = PIL.Image.fromarray(gray)  # mode "L", 8 bits
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette's or a marked colour's transparency included
+        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = PIL.Image.alpha_composite(background, image)
+    return image.convert("RGB")  # returns a copy even when the image is already RGB
+
+
+def open_image(path):
+    """Read an image file of any format, mode and size as an RGB PIL image, decoded at a reduced
+    size when it is large (its shorter side between DECODE_SIZE and twice that).
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (image, description): the RGB image, and a line describing the file as it is stored,
+        e.g. "JPEG, 8000x6000 RGB".
+
+    Raises:
+        common.UserError: one sentence naming the file, if it is missing, unreadable, not an
+            image, damaged, or larger than Pillow agrees to open.
+    """
+    try:
+        # Image.open reads only the header (format, size, mode); the pixels come later.
+        with PIL.Image.open(path) as file:
+            description = f"{file.format}, {file.width}x{file.height} {file.mode}"
+            # A JPEG stores 8x8 blocks of pixels as frequencies, and can be decoded at 1/2, 1/4
+            # or 1/8 of its size for less than the full cost. draft() picks the smallest of these
+            # that keeps both sides at least DECODE_SIZE; other formats ignore it.
+            file.draft("RGB", (DECODE_SIZE, DECODE_SIZE))
+            file.load()  # decodes the pixels: a damaged file fails here, where we can name it
+            # Phone photos are often stored sideways, with a tag that says how to turn them.
+            # Viewers obey it, and so must we, or the network sees the photo lying down.
+            # (in_place: turned only if the tag says so; no copy otherwise.)
+            PIL.ImageOps.exif_transpose(file, in_place=True)
+            # reduce() below averages blocks of pixels. Three kinds of pixel cannot be averaged
+            # as they are, and are first converted (a copy at full size, the one open_image
+            # makes): 16-bit ones, which reduce() does not take, become 32-bit integers; palette
+            # indices become colours; and a colour marked transparent becomes an alpha channel.
+            if file.mode.startswith("I;16"):
+                image = file.convert("I")
+            elif file.mode in ("P", "PA") or "transparency" in file.info:
+                transparent = file.mode == "PA" or "transparency" in file.info
+                image = file.convert("RGBA" if transparent else "RGB")
+            elif file.mode == "1":  # black and white, 1 bit per pixel
+                image = file.convert("L")
+            else:
+                image = file
+            factor = min(image.size) // DECODE_SIZE
+            if factor > 1:
+                # The average of each factor x factor block (for RGBA, weighted by opacity, so
+                # the hidden colour of transparent pixels does not bleed into the edges).
+                image = image.reduce(factor)
+            return to_rgb(image), description
+    except FileNotFoundError:
+        raise common.UserError(f"cannot read {path}: there is no such file.") from None
+    except (IsADirectoryError, PermissionError):  # Windows says PermissionError for a folder
+        if Path(path).is_dir():
+            raise common.UserError(f"cannot read {path}: it is a folder, not an image file."
+                                   ) from None
+        raise common.UserError(f"cannot read {path}: you do not have permission to read it."
+                               ) from None
+    except PIL.Image.DecompressionBombError:
+        # Image.open refuses images of more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels (about
+        # 179 million): a small file can claim a huge size and fill the memory when decoded.
+        raise common.UserError(f"cannot read {path}: it has more pixels than Pillow agrees to "
+                               "open (a protection against malicious files); make it smaller "
+                               "in an image editor first.") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        # PIL.UnidentifiedImageError (an OSError): no format Pillow knows; OSError, ValueError
+        # and the others: a truncated or corrupt file, depending on the format.
+        raise common.UserError(f"cannot read {path}: it is not an image that Pillow can read "
+                               "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...), or the file is damaged."
+                               ) from None
+
+
 def channels_first(array):
     """uint8 images (N, H, W, 3), as PIL and NumPy store them, to a tensor (N, 3, H, W)."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 def read_image_folder(folder):
-    """Decode every image of an ImageFolder tree (one subfolder per class), shrunk to 32x32."""
+    """Read every image of an ImageFolder tree (one subfolder per class) with open_image, each
+    shrunk to 32x32 at once, so memory grows with the number of images, not their pixels."""
     try:
+        # ImageFolder lists the files and names the classes; open_image below reads them.
         dataset = datasets.ImageFolder(folder)
     except (FileNotFoundError, OSError) as error:
         raise common.UserError(f"could not read images from {folder}: {error}") from None
     images, labels = [], []
     for path, label in dataset.samples:
         try:
-            image = dataset.loader(path)  # opens the file and converts it to RGB
-        except OSError:
-            raise common.UserError(f"{path} is not an image that PIL can read; remove it.") from None
+            image, _ = open_image(path)
+        except common.UserError as error:  # one sentence naming the file; say what to do
+            raise common.UserError(f"{error} Remove or replace it, and run again.") from None
         images.append(shrink(image))
         labels.append(label)
     return torch.stack(images), torch.tensor(labels), tuple(dataset.classes)
@@ -205,6 +323,8 @@ if __name__ == "__main__":
     images, labels, classes = load_split(args.data_dir, "train", args.fake_data)
     test_images, _, _ = load_split(args.data_dir, "test", args.fake_data)
     print(f"loaded in {time.perf_counter() - start:.1f} s")
+    if args.dry_run:  # a quick pass: the lesson goes on with the first 1,000 training images
+        images, labels = images[:1000], labels[:1000]
     if len(images) < 2:
         raise common.UserError(f"found {len(images)} training image(s) in {args.data_dir}; at "
                                "least 2 are needed, one to train on and one to validate with.")
@@ -250,7 +370,7 @@ def channel_statistics(images, chunk_size=5000):
         (mean, std), two tuples of C floats, for pixel values scaled to [0, 1].
     """
     # A chunk at a time, add up per channel the values and the squared values; then
-    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps sums of 51 million pixels exact.
+    # mean = E[x] and std = sqrt(E[x^2] - E[x]^2). float64 keeps sums of 51 million pixels accurate.
     channels = images.shape[1]
     total = torch.zeros(channels, dtype=torch.float64)
     total_of_squares = torch.zeros(channels, dtype=torch.float64)
@@ -274,7 +394,11 @@ def normalization_statistics(images, data_dir, fake_data=False):
     """
     if data_source(data_dir, fake_data) == "cifar10":
         return CIFAR10_MEAN, CIFAR10_STD
-    return channel_statistics(images)
+    mean, std = channel_statistics(images)
+    # A channel that is the same in every image (all images grey, say) has std 0, and dividing
+    # by 0 would make every input NaN. It carries no information either way; dividing by one
+    # pixel step (1/255) instead leaves it at 0 after the mean is taken away.
+    return mean, tuple(max(value, 1 / 255) for value in std)
 
 
 if __name__ == "__main__":
@@ -306,7 +430,7 @@ if __name__ == "__main__":
 # A transform is a function applied to one image each time the image is loaded, and Compose chains
 # several into one. Training adds randomness, evaluation must not. Why random crops and flips?
 # They make many slightly different versions of every training image, so the network has to learn
-# what a cat looks like rather than memorise 45,000 exact pictures ("overfitting").
+# what a cat looks like rather than memorise the exact training pictures ("overfitting").
 AUGMENT_PADDING = 4  # random crops shift an image by up to 4 pixels in each direction
 
 
@@ -497,7 +621,8 @@ if __name__ == "__main__":
     again_train, again_val = split_train_val(len(labels))
     print("the same split on a second call:",
           torch.equal(train_indices, again_train) and torch.equal(val_indices, again_val))
-    # The split is random, not per class, so the classes are about equally represented:
+    # The split draws images at random, whatever their class; with 5,000 images drawn, each
+    # class still ends up with about its share:
     counts = torch.bincount(labels[val_indices], minlength=len(classes)).tolist()
     print("validation images per class:", counts)
     # Each part gets its own transform: random crops and flips for training, none for validation.
@@ -533,9 +658,9 @@ if __name__ == "__main__":
 #   .to(device, non_blocking=True)). Only CUDA uses it.
 # - drop_last=True drops the last, smaller batch of each epoch, so every training step sees a full
 #   batch: a last batch of a few images gives a noisy step, and batch-norm (04_model.py, which
-#   normalises with the statistics of the batch) gets poor statistics from it, and from a single
-#   image an error. We keep it off when the whole set is smaller than one batch: it would drop
-#   everything. Evaluation must see every image, so there drop_last stays False.
+#   normalises with the statistics of the batch) gets poor statistics from it. We keep it off
+#   when the whole set is smaller than one batch: it would drop everything. Evaluation must see
+#   every image, so there drop_last stays False.
 if __name__ == "__main__":
     common.section("7. DataLoader: batches, shuffling, workers, pinned memory")
     pin_memory = device.type == "cuda"
@@ -567,9 +692,13 @@ if __name__ == "__main__":
 #     whole list of indices at once, so a batch is one indexing operation, not 256 __getitem__s;
 #   - the batch goes to the device as bytes, 4 times less to copy than float32;
 #   - normalize and random_crop_and_flip then work on the whole batch there.
-# Same result, measured: the benchmark (python benchmarks/benchmark.py, rows 1a and 1b) times
-# both pipelines. For datasets that do not fit in memory (ImageNet is 140 GB), use the pipeline of
-# sections 3-7 with workers: it reads each file only when it is needed.
+# The same kind of images comes out (tests/ check every crop and flip against torchvision's), and
+# much faster: `python benchmarks/benchmark.py` times both pipelines (its rows 1a and 1b).
+# A BatchSampler takes a "sampler", which says in which order to visit the images (RandomSampler:
+# shuffled; SequentialSampler: in order; shuffle=True in section 7 made a RandomSampler for you),
+# and groups that order into lists of batch_size indices. For datasets that do not fit in memory
+# (ImageNet is 140 GB), use the pipeline of sections 3-7 with workers: it reads each file only
+# when it is needed.
 def normalize(images, mean, std):
     """uint8 images (B, C, H, W) to float32, scaled to [0, 1], minus the mean, over the std.
 
@@ -601,8 +730,8 @@ def random_crop_and_flip(images, padding=AUGMENT_PADDING):
     """Random crop (after reflect padding) and random horizontal flip, a different one per image.
 
     The same as RandomCrop(size, padding, padding_mode="reflect") + RandomHorizontalFlip() of
-    section 3, done for a whole batch at once, on whatever device the batch is on. (tests/
-    checks that every output is one of the crops and flips torchvision could have made.)
+    section 3, done for a whole batch at once, on whatever device the batch is on. (The tests
+    check that every output is one of the crops and flips torchvision could have made.)
 
     Args:
         images: a float tensor (B, C, H, W).
@@ -697,7 +826,7 @@ if __name__ == "__main__":
     fast_loader = InMemoryLoader(images[train_indices], labels[train_indices], args.batch_size,
                                  device, mean, std, shuffle=True, augment=True)
     batch, batch_labels = next(iter(fast_loader))
-    print(f"InMemoryLoader: {len(fast_loader)} batches per epoch; one batch: images "
+    print(f"InMemoryLoader: {len(fast_loader)} batch(es) per epoch; one batch: images "
           f"{tuple(batch.shape)} {batch.dtype} on {batch.device}, labels "
           f"{tuple(batch_labels.shape)} {batch_labels.dtype}")
     # Normalised: about mean 0 and std 1 per channel, as with transforms.Normalize.

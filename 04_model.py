@@ -58,7 +58,7 @@ if __name__ == "__main__":
                         help="small: made for a CPU; large: about 60 times the parameters, "
                              "made for a GPU")
     common.add_device_flag(parser, "where the network and the example images live")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=common.non_negative_int, default=0,
                         help="random seed (the starting weights and the example images)")
     args = common.parse_args(parser)
     device = common.get_device(args.device)

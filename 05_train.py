@@ -10,12 +10,17 @@ What you will learn
 Run it
     python 05_train.py --epochs 10                       # CIFAR-10 (downloaded into data/)
     python 05_train.py --epochs 10 --model-size large    # the bigger network, for a GPU
-    python 05_train.py --epochs 1 --fake-data            # offline check of the whole pipeline
+    python 05_train.py --epochs 1 --fake-data            # offline check (into checkpoints/fake/)
+    python 05_train.py --dry-run                         # one batch of everything, no files
     python 05_train.py --epochs 10 --resume              # finish an interrupted run
+    python 05_train.py --epochs 10 --overwrite           # train again over the last run
     python 05_train.py --help                            # every flag, with its default
 
-Reads the data (03_data.py). Writes checkpoints/last.pt (after every epoch), checkpoints/best.pt
-(whenever validation accuracy improves), outputs/history.json and outputs/training_curves.png.
+Reads the data (03_data.py). Writes checkpoints/best.pt (whenever validation accuracy improves),
+checkpoints/last.pt (after every epoch), outputs/history.json and outputs/training_curves.png.
+A new run never replaces a trained model unless you say --overwrite, and only one run at a time
+writes to a checkpoint folder. Ctrl-C, or a SIGTERM from a shutdown, stops it cleanly: every
+finished epoch is kept, and it prints the command that goes on from there.
 Next: `python 06_evaluate.py` measures the best model on the test set.
 
 train_one_epoch and evaluate work with any model and any DataLoader that yields (float images,
@@ -26,6 +31,7 @@ labels): copy them into your own project as they are.
 import json
 import math
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,11 +46,14 @@ data = common.import_script("03_data")  # the data pipeline (a file name can't s
 models = common.import_script("04_model")  # the network
 
 # %% Settings --------------------------------------------------------------------------------------
-# The flags (see --help) change a run; these constants are the rest of the recipe. They are the
-# values the first version of this project settled on in sweeps of the small network, 10 epochs,
-# on an H100: peak learning rates from 0.1 to 0.8 per 512 images were tried and 0.6 kept; the
-# warm-up length and the start and end factors are the usual shape of a one-cycle schedule
-# (a short rise, then a long fall to almost nothing) and were not tuned one by one.
+# The flags (see --help) change a run; these constants are the rest of the recipe. The learning
+# rate follows a schedule (make_scheduler, below): it rises from a tenth of its peak to the peak
+# over the first quarter of the steps ("warm-up"), then falls in a straight line to a thousandth
+# of the peak. The peak is 0.6 for batches of 512 images and scales with the batch size (256
+# images: 0.3). These values come from the first version of this project: 10-epoch runs of the
+# small network on an H100 with peaks from 0.1 to 0.8 per 512 images, of which 0.6 was kept. The
+# warm-up share and the two factors are the common "short rise, long fall" shape and were not
+# tuned one by one.
 MOMENTUM = 0.9  # SGD keeps a running average of past gradients and moves along it
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
@@ -53,40 +62,108 @@ DEFAULT_BATCH_SIZE = {"small": 256, "large": 512}  # used when --batch-size is n
 PEAK_LR_PER_512_IMAGES = 0.6  # the default --lr is this x batch size / 512
 
 
-def parse_args():
-    """The command line: the shared data flags (common.make_parser) plus the training ones."""
-    parser = common.make_parser(
-        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
-        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
-        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
-        batch_size=None)
-    training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=common.positive_int, default=10,
-                          help="passes over the training images")
-    training.add_argument("--lr", type=common.positive_float,
-                          help="peak learning rate, reached after the warm-up "
-                               "(default: %(default)s, so 0.6 x batch size / 512)")
-    training.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
-                          help="small trains on a CPU; large is for a GPU")
-    training.add_argument("--weight-decay", type=float, default=5e-4,
-                          help="L2 penalty on the weights of convolutions and the linear layer")
-    training.add_argument("--label-smoothing", type=float, default=0.2,
-                          help="share of each target spread evenly over all the classes "
-                               "(0 turns it off)")
-    training.add_argument("--no-augment", action="store_true",
-                          help="train on the images as they are, without random crops and flips")
-    training.add_argument("--no-mixed-precision", action="store_true",
-                          help="on CUDA, compute in float32 instead of bfloat16")
-    training.add_argument("--resume", action="store_true",
-                          help="continue from last.pt in --checkpoint-dir")
-    training.add_argument("--checkpoint-dir", type=Path, default=common.CHECKPOINT_DIR,
-                          help="where last.pt and best.pt are written")
-    args = common.parse_args(parser)
-    if not 0 <= args.label_smoothing < 1:
-        parser.error("--label-smoothing must be at least 0 and less than 1")
-    if args.weight_decay < 0:
-        parser.error("--weight-decay must be 0 or more")
-    return args
+# %% One epoch of training: the seven steps --------------------------------------------------------
+def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
+                    mixed_precision=False, description="training"):
+    """Train `model` on every batch of `loader` once.
+
+    Args:
+        model: an nn.Module, already on `device`.
+        loader: yields (images, labels): float images (B, C, H, W), already in the form the
+            model takes (scaled, normalised, augmented: nothing here changes their values), and
+            int64 class indices (B,). A torch DataLoader, or 03_data.InMemoryLoader.
+        loss_fn: called as loss_fn(outputs, labels); it must return the batch's mean loss, as
+            PyTorch's losses do by default (nn.CrossEntropyLoss(), not reduction="sum").
+        optimizer: a torch.optim optimizer over the model's parameters.
+        device: where the model is: "cpu", "cuda", "mps" or a torch.device.
+        scheduler: optional; stepped once per batch, not per epoch, so make it for
+            epochs x len(loader) steps. For a scheduler that steps once per epoch, leave this
+            None and call its step() yourself after each epoch.
+        mixed_precision: on CUDA, run the forward pass in bfloat16 (see below); ignored
+            elsewhere.
+        description: the label of the progress bar.
+
+    Returns:
+        (mean loss, accuracy) over the images of this epoch, averaged per image. Both are
+        measured while the weights change, so they differ from an evaluation after the epoch.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite: training diverged.
+    """
+    device = torch.device(device)
+    model.train()  # training mode: batch-norm uses each batch's own statistics (04_model.py)
+    # bfloat16 "autocast" (CUDA only): matrix products and convolutions run in a 16-bit number
+    # format on the GPU's tensor cores, about twice as fast, while the weights stay float32.
+    use_bf16 = mixed_precision and device.type == "cuda"
+    # Running sums are kept as tensors on the device: reading a number with .item() makes the
+    # CPU wait for the GPU, so it is done only every 20 steps, for the progress bar.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    # tqdm wraps the loader and draws a progress bar (disable=None: none when the output is a
+    # file rather than a terminal; leave=False: the bar disappears once the epoch is done).
+    progress = tqdm(loader, desc=description, unit="batch", leave=False, disable=None)
+    for step, (images, labels) in enumerate(progress):  # 1. Get a batch from the loader
+        # 2. Move the batch to the model's device (a no-op if the loader put it there already).
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        # 3. Zero the gradients: backward() adds to each .grad, so last step's must go first.
+        optimizer.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = model(images)  # 4. Forward pass: one score (logit) per class per image
+            loss = loss_fn(outputs, labels)  # 5. Loss: how wrong the scores are, one number
+        # 6. Backward pass: d(loss)/d(weight) for every weight, into its .grad. It sits outside
+        # the autocast block: the backward pass reuses the number formats the forward pass chose.
+        loss.backward()
+        optimizer.step()  # 7. Update every weight from its gradient (SGD: a step against it)
+
+        # ---- Bookkeeping: the schedule, the running loss and accuracy, the progress bar -------
+        if scheduler is not None:
+            scheduler.step()  # the next batch uses the next learning rate of the schedule
+        loss_sum += loss.detach() * len(labels)  # detach: keep the number, not its graph
+        correct += (outputs.argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        if step % 20 == 0:
+            running_loss = loss_sum.item() / seen
+            if not math.isfinite(running_loss):
+                raise FloatingPointError(f"the training loss became {running_loss}")
+            progress.set_postfix(loss=f"{running_loss:.3f}",
+                                 lr=f"{optimizer.param_groups[0]['lr']:.3g}")
+    if seen == 0:
+        raise ValueError("the loader gave no batch (a set smaller than one batch, with "
+                         "drop_last=True?)")
+    mean_loss = loss_sum.item() / seen
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"the training loss became {mean_loss}")
+    return mean_loss, correct.item() / seen
+
+
+# %% Evaluation ------------------------------------------------------------------------------------
+def evaluate(model, loader, loss_fn, device):
+    """Mean loss and accuracy of `model` on every image of `loader`, without training it.
+
+    Args:
+        model, loader, loss_fn, device: as for train_one_epoch. The loader must not augment.
+
+    Returns:
+        (mean loss, accuracy), averaged over images (not over batches, whose sizes can differ).
+    """
+    device = torch.device(device)
+    model.eval()  # evaluation mode: batch-norm uses the statistics it gathered in training
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    # no_grad (02_autograd.py): no graph is recorded, which saves memory and time; nothing is
+    # trained here, so no gradient is ever needed.
+    with torch.no_grad():
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            outputs = model(images)
+            loss_sum += loss_fn(outputs, labels) * len(labels)
+            correct += (outputs.argmax(dim=1) == labels).sum()
+            seen += len(labels)
+    return loss_sum.item() / seen, correct.item() / seen
 
 
 # %% The optimizer and the learning-rate schedule --------------------------------------------------
@@ -142,107 +219,54 @@ def make_scheduler(optimizer, total_steps):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
 
-# %% One epoch of training: the seven steps --------------------------------------------------------
-def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
-                    mixed_precision=False, description="training"):
-    """Train `model` on every batch of `loader` once.
-
-    Args:
-        model: an nn.Module, already on `device`.
-        loader: yields (images, labels): float images (B, C, H, W), already in the form the
-            model takes (scaled, normalised, augmented: nothing here changes their values), and
-            int64 class indices (B,). A torch DataLoader, or 03_data.InMemoryLoader.
-        loss_fn: called as loss_fn(outputs, labels), e.g. nn.CrossEntropyLoss().
-        optimizer: a torch.optim optimizer over the model's parameters.
-        device: where the model is: "cpu", "cuda", "mps" or a torch.device.
-        scheduler: optional; stepped once per batch, not per epoch, so make it for
-            epochs x len(loader) steps. For a scheduler that steps once per epoch, leave this
-            None and call its step() yourself after each epoch.
-        mixed_precision: on CUDA, run the forward pass in bfloat16 (see below); ignored
-            elsewhere.
-        description: the label of the progress bar.
-
-    Returns:
-        (mean loss, accuracy) over the images of this epoch, averaged per image. Both are
-        measured while the weights change, so they differ from an evaluation after the epoch.
-
-    Raises:
-        FloatingPointError: the loss became NaN or infinite: training diverged.
-    """
-    device = torch.device(device)
-    model.train()  # training mode: batch-norm uses each batch's own statistics (04_model.py)
-    # bfloat16 "autocast" (CUDA only): matrix products and convolutions run in a 16-bit number
-    # format on the GPU's tensor cores, about twice as fast, while the weights stay float32.
-    use_bf16 = mixed_precision and device.type == "cuda"
-    # Running sums are kept as tensors on the device: reading a number with .item() makes the
-    # CPU wait for the GPU, so it is done only every 20 steps, for the progress bar.
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    # tqdm wraps the loader and draws a progress bar (disable=None: none when the output is a
-    # file rather than a terminal; leave=False: the bar disappears once the epoch is done).
-    progress = tqdm(loader, desc=description, unit="batch", leave=False, disable=None)
-    for step, (images, labels) in enumerate(progress):  # 1. Get a batch from the loader
-        # 2. Move the batch to the model's device (a no-op if the loader put it there already).
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        # 3. Zero the gradients: backward() adds to each .grad, so last step's must go first.
-        optimizer.zero_grad()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = model(images)  # 4. Forward pass: one score (logit) per class per image
-            loss = loss_fn(outputs, labels)  # 5. Loss: how wrong the scores are, one number
-        # 6. Backward pass: d(loss)/d(weight) for every weight, into its .grad. It sits outside
-        # the autocast block: the backward pass reuses the number formats the forward pass chose.
-        loss.backward()
-        optimizer.step()  # 7. Move every weight a small step against its gradient
-
-        # ---- Bookkeeping: the schedule, the running loss and accuracy, the progress bar -------
-        if scheduler is not None:
-            scheduler.step()  # the next batch uses the next learning rate of the schedule
-        loss_sum += loss.detach() * len(labels)  # detach: keep the number, not its graph
-        correct += (outputs.argmax(dim=1) == labels).sum()
-        seen += len(labels)
-        if step % 20 == 0:
-            running_loss = loss_sum.item() / seen
-            if not math.isfinite(running_loss):
-                raise FloatingPointError(f"the training loss became {running_loss}")
-            progress.set_postfix(loss=f"{running_loss:.3f}",
-                                 lr=f"{optimizer.param_groups[0]['lr']:.3g}")
-    mean_loss = loss_sum.item() / seen
-    if not math.isfinite(mean_loss):
-        raise FloatingPointError(f"the training loss became {mean_loss}")
-    return mean_loss, correct.item() / seen
+# %% The command line, the data and the run's settings -------------------------------------------
+def parse_args():
+    """The command line: the shared data flags (common.make_parser) plus the training ones."""
+    parser = common.make_parser(
+        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
+        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
+        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
+        batch_size=None)
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=common.positive_int, default=10,
+                          help="passes over the training images")
+    training.add_argument("--lr", type=common.positive_float,
+                          help="peak learning rate, reached after the warm-up "
+                               "(default: %(default)s, so 0.6 x batch size / 512)")
+    training.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
+                          help="small trains on a CPU; large is for a GPU")
+    training.add_argument("--weight-decay", type=float, default=5e-4,
+                          help="L2 penalty on the weights of convolutions and the linear layer")
+    training.add_argument("--label-smoothing", type=float, default=0.2,
+                          help="share of each target spread evenly over all the classes "
+                               "(0 turns it off)")
+    training.add_argument("--no-augment", action="store_true",
+                          help="train on the images as they are, without random crops and flips")
+    training.add_argument("--no-mixed-precision", action="store_true",
+                          help="on CUDA, compute in float32 instead of bfloat16")
+    training.add_argument("--resume", action="store_true",
+                          help="continue from last.pt in --checkpoint-dir")
+    training.add_argument("--overwrite", action="store_true",
+                          help="replace the run already in --checkpoint-dir (without this, a new "
+                               "run refuses to)")
+    training.add_argument("--checkpoint-dir", type=Path,
+                          help="where last.pt and best.pt are written (default: checkpoints/, and "
+                               "checkpoints/fake/ with --fake-data, so that a check on random "
+                               "images never replaces a trained model)")
+    args = common.parse_args(parser)
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be at least 0 and less than 1")
+    if not 0 <= args.weight_decay < 1:
+        parser.error("--weight-decay must be at least 0 and less than 1")
+    if args.lr is not None and args.lr > 10:
+        parser.error("--lr must be at most 10; far smaller values diverge already")
+    if args.batch_size is not None and args.batch_size > 2 ** 16:
+        parser.error("--batch-size must be at most 65536")
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = common.CHECKPOINT_DIR / ("fake" if args.fake_data else "")
+    return args
 
 
-# %% Evaluation ------------------------------------------------------------------------------------
-def evaluate(model, loader, loss_fn, device):
-    """Mean loss and accuracy of `model` on every image of `loader`, without training it.
-
-    Args:
-        model, loader, loss_fn, device: as for train_one_epoch. The loader must not augment.
-
-    Returns:
-        (mean loss, accuracy), averaged over images (not over batches, whose sizes can differ).
-    """
-    device = torch.device(device)
-    model.eval()  # evaluation mode: batch-norm uses the statistics it gathered in training
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    # no_grad (02_autograd.py): no graph is recorded, which saves memory and time; nothing is
-    # trained here, so no gradient is ever needed.
-    with torch.no_grad():
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            outputs = model(images)
-            loss_sum += loss_fn(outputs, labels) * len(labels)
-            correct += (outputs.argmax(dim=1) == labels).sum()
-            seen += len(labels)
-    return loss_sum.item() / seen, correct.item() / seen
-
-
-# %% The data and the run's settings --------------------------------------------------------------
 def fill_in_batch_size_and_lr(args, resumed=None):
     """Choose --batch-size and --lr where they were not given: a resumed run keeps its own; a new
     run takes DEFAULT_BATCH_SIZE and the linear scaling rule."""
@@ -250,10 +274,14 @@ def fill_in_batch_size_and_lr(args, resumed=None):
         args.batch_size = (resumed["config"]["batch_size"] if resumed
                            else DEFAULT_BATCH_SIZE[args.model_size])
     if args.lr is None:
-        # The linear scaling rule: a batch twice as big averages the gradient over twice as many
-        # images, so its steps are less noisy and can be twice as long.
-        args.lr = (resumed["config"]["lr"] if resumed
-                   else PEAK_LR_PER_512_IMAGES * args.batch_size / 512)
+        args.lr = resumed["config"]["lr"] if resumed else default_lr(args.batch_size)
+
+
+def default_lr(batch_size):
+    """The peak learning rate for a batch size, by the linear scaling rule: a batch twice as big
+    averages the gradient over twice as many images, so its steps are less noisy and can be
+    twice as long."""
+    return PEAK_LR_PER_512_IMAGES * batch_size / 512
 
 
 def make_loaders(args, device):
@@ -280,23 +308,60 @@ def make_loaders(args, device):
     return train_loader, val_loader, classes, mean, std
 
 
-def run_config(args, classes, mean, std, steps_per_epoch):
+def make_model(size, num_classes, device):
+    """04_model.py's network, on the device, in the memory layout of the batches."""
+    model = models.build_model(size, num_classes=num_classes)
+    model = model.to(device, memory_format=torch.channels_last)
+    if device.type == "cuda":
+        # Let cuDNN time a few ways to compute each convolution and keep the fastest; worth it
+        # because every batch has the same shape.
+        torch.backends.cudnn.benchmark = True
+    print(f"Model: CifarNet {size}, {sum(p.numel() for p in model.parameters()):,} parameters")
+    return model
+
+
+def run_config(args, classes, mean, std, epochs, steps_per_epoch):
     """What the checkpoints record about the run: 06-08 rebuild the model and normalise images
-    from it, and --resume checks that it goes on with the same settings."""
+    from it, and --resume checks that it goes on with the same settings. `epochs` is the length
+    the learning-rate schedule was planned for."""
     return {
         "model": {"size": args.model_size, "num_classes": len(classes)},
         "classes": list(classes), "mean": list(mean), "std": list(std),
         "data": data.data_source(args.data_dir, args.fake_data),
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "epochs": epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
         "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
         "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
     }
 
 
 # %% Checkpoints: saving a run and picking it up again ---------------------------------------------
+def open_run(args, device):
+    """Lock the checkpoint folder for this run, and read the run to resume if there is one.
+    A new run never silently replaces a trained one.
+
+    Returns:
+        (lock, resumed): the folder's lock (None for a dry run, which writes nothing) and the
+        checkpoint of last.pt to resume from (None for a new run).
+    """
+    lock = None if args.dry_run else common.lock_folder(args.checkpoint_dir)
+    last_path = args.checkpoint_dir / "last.pt"
+    if args.resume:
+        if not last_path.is_file():
+            raise common.UserError(f"there is no {last_path} to resume; start a new run without "
+                                   "--resume, or pass the --checkpoint-dir of the run to continue.")
+        return lock, common.load_checkpoint(last_path, device, for_resume=True)
+    trained = [path for path in (last_path, args.checkpoint_dir / "best.pt") if path.exists()]
+    if trained and not (args.overwrite or args.dry_run):
+        raise common.UserError(
+            f"{args.checkpoint_dir} already holds a trained model ({trained[0].name}); continue "
+            "that run with --resume, train this one into another folder with --checkpoint-dir, "
+            "or replace it with --overwrite.")
+    return lock, None
+
+
 def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history, config,
                      checkpoint_dir, improved):
-    """Write last.pt (every epoch) and best.pt (when validation accuracy improved).
+    """Write best.pt (when validation accuracy improved) and last.pt (every epoch).
 
     A checkpoint holds everything needed to rebuild the model (config) and to continue training
     exactly where it stopped (optimizer momentum, schedule position, history).
@@ -310,9 +375,11 @@ def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, hist
         "history": history,
         "config": config,
     }
-    common.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
+    # best.pt first: if the run is killed between the two writes, last.pt does not yet claim a
+    # best accuracy that no best.pt holds, and the resumed run writes best.pt again.
     if improved:
         common.save_checkpoint(checkpoint, checkpoint_dir / "best.pt")
+    common.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
 
 
 def check_resumable(checkpoint, args, config):
@@ -344,18 +411,23 @@ def start_or_resume(checkpoint, args, config, model, optimizer, scheduler):
         (first_epoch, best_val_accuracy, history).
     """
     if checkpoint is None:
-        if (args.checkpoint_dir / "last.pt").exists() and not args.dry_run:
-            print(f"Note: this new run will replace the checkpoints in {args.checkpoint_dir} "
-                  "(use --resume to continue the old run instead).")
         history = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "val_loss",
                                        "val_accuracy", "lr", "seconds")}
-        return 1, 0.0, history
+        return 1, -1.0, history  # -1: the first epoch is always the best so far
     check_resumable(checkpoint, args, config)
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])  # momentum buffers, learning rates
     scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
     print(f"Resuming from {args.checkpoint_dir / 'last.pt'}: {checkpoint['epoch']} epochs done, "
           f"best validation accuracy so far {100 * checkpoint['best_val_accuracy']:.2f}%")
+    planned = config["epochs"]
+    if args.epochs > planned:
+        # The schedule is the run's plan: stretching it now would raise the learning rate again
+        # and undo the settling of the last epochs. So it keeps its length, and the extra epochs
+        # go on at its lowest learning rate.
+        print(f"The learning-rate schedule was planned for {planned} epochs; epochs "
+              f"{planned + 1}-{args.epochs} train at its final rate, {END_FACTOR * args.lr:.2g}. "
+              f"For a full schedule over {args.epochs} epochs, start a new run.")
     return checkpoint["epoch"] + 1, checkpoint["best_val_accuracy"], checkpoint["history"]
 
 
@@ -367,23 +439,37 @@ def save_history(history, output_dir):
     """
     import figures  # drawing only; see figures.py
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     history_path = output_dir / "history.json"
-    history_path.write_text(json.dumps(history, indent=2))
+    common.write_atomically(history_path, lambda file: file.write(json.dumps(history).encode()))
     return history_path, figures.plot_history(history, output_dir / "training_curves.png")
 
 
-def resume_hint(args, history):
+def next_command(args):
+    """The 06_evaluate.py command that evaluates this run: same data, this run's best.pt."""
+    command = ["python", "06_evaluate.py"]
+    if args.fake_data:
+        command.append("--fake-data")
+    elif args.data_dir != common.DATA_DIR:
+        command += ["--data-dir", shlex.quote(str(args.data_dir))]
+    if args.checkpoint_dir not in (common.CHECKPOINT_DIR, common.CHECKPOINT_DIR / "fake"):
+        command += ["--checkpoint", shlex.quote(str(args.checkpoint_dir / "best.pt"))]
+    return " ".join(command)
+
+
+def stop_like_ctrl_c(signal_number, frame):
+    """For SIGTERM, what a shutdown or a cluster's time limit sends: stop as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def resume_hint(args, saved_epoch):
     """What to print after Ctrl-C: how much is saved, and the command that goes on from there."""
-    finished = history["epoch"][-1] if history["epoch"] else 0
-    if not finished or args.dry_run:
-        return (f"Interrupted during epoch {finished + 1}; no epoch had finished, so there is "
-                "nothing to resume.")
+    if not saved_epoch or args.dry_run:
+        return "Interrupted before any epoch was saved, so there is nothing to resume."
     # The same command again, with --resume: same data, folders and epochs.
     command = " ".join(["python", "05_train.py"] + [shlex.quote(argument) for argument
                                                      in sys.argv[1:] if argument != "--resume"])
-    return (f"Interrupted during epoch {finished + 1}. {args.checkpoint_dir / 'last.pt'} holds "
-            f"the {finished} finished epoch(s); continue with:\n  {command} --resume")
+    return (f"Interrupted. {args.checkpoint_dir / 'last.pt'} holds the {saved_epoch} finished "
+            f"epoch(s); continue with:\n  {command} --resume")
 
 
 # %% The whole run ---------------------------------------------------------------------------------
@@ -391,9 +477,8 @@ def main():
     args = parse_args()
     device = common.get_device(args.device)
     common.seed_everything(args.seed)
-    resumed = None
-    if args.resume:
-        resumed = common.load_checkpoint(args.checkpoint_dir / "last.pt", device)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
+    lock, resumed = open_run(args, device)  # the lock is held until this process ends
     fill_in_batch_size_and_lr(args, resumed)
     print(f"Device: {device}   model: {args.model_size}   epochs: {args.epochs}   "
           f"batch size: {args.batch_size}   peak lr: {args.lr}")
@@ -401,23 +486,18 @@ def main():
     train_loader, val_loader, classes, mean, std = make_loaders(args, device)
 
     # ---- Model, loss, optimizer, schedule ------------------------------------------------------
-    model = models.build_model(args.model_size, num_classes=len(classes))
-    model = model.to(device, memory_format=torch.channels_last)  # the layout of the batches
-    if device.type == "cuda":
-        # Let cuDNN time a few ways to compute each convolution and keep the fastest; worth it
-        # because every batch has the same shape.
-        torch.backends.cudnn.benchmark = True
-    print(f"Model: CifarNet {args.model_size}, {sum(p.numel() for p in model.parameters()):,} "
-          "parameters")
+    model = make_model(args.model_size, len(classes), device)
     # Cross-entropy compares the scores with the true class. Label smoothing (0.2) spreads that
     # share of the target over all 10 classes: 0.82 for the true one, 0.02 for each other, so the
     # network is never pushed to total certainty, which generalises better. So the loss cannot
     # reach 0 (its floor is about 0.87), and 08's top probabilities stay near 80-90% when right.
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
-    scheduler = make_scheduler(optimizer, total_steps=args.epochs * len(train_loader))
+    # A resumed run keeps the schedule it planned (start_or_resume says why).
+    planned_epochs = resumed["config"]["epochs"] if resumed else args.epochs
+    scheduler = make_scheduler(optimizer, total_steps=planned_epochs * len(train_loader))
 
-    config = run_config(args, classes, mean, std, steps_per_epoch=len(train_loader))
+    config = run_config(args, classes, mean, std, planned_epochs, len(train_loader))
     first_epoch, best_val_accuracy, history = start_or_resume(resumed, args, config, model,
                                                               optimizer, scheduler)
     if first_epoch > args.epochs:
@@ -426,7 +506,7 @@ def main():
         return
 
     # ---- The epochs ----------------------------------------------------------------------------
-    run_start = time.perf_counter()
+    run_start, saved_epoch = time.perf_counter(), first_epoch - 1
     try:
         for epoch in range(first_epoch, args.epochs + 1):
             # Re-seeding every epoch makes epoch N draw the same batches and crops whether the run
@@ -438,8 +518,10 @@ def main():
                 mixed_precision=not args.no_mixed_precision,
                 description=f"epoch {epoch}/{args.epochs}")
             val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device)
-            if not math.isfinite(val_loss):
-                raise FloatingPointError(f"the validation loss became {val_loss}")
+            # Guessing gives a loss of about ln(classes) (2.3 for 10); ten times that means the
+            # weights have blown up, even where the numbers have not yet overflowed to NaN.
+            if not max(train_loss, val_loss) < 10 * max(1.0, math.log(len(classes))):
+                raise FloatingPointError(f"the loss rose to {max(train_loss, val_loss):.3g}")
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                    "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
@@ -454,14 +536,16 @@ def main():
             if not args.dry_run:  # a dry run only checks that everything works: no files
                 save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history,
                                  config, args.checkpoint_dir, improved)
+                saved_epoch = epoch
     except FloatingPointError as error:
         # A learning rate that is too high makes the weights grow until the numbers overflow;
         # from then on every result is NaN ("not a number") and nothing more can be learned.
         raise common.UserError(
             f"{error} in epoch {epoch}: training diverged; try a lower learning rate, e.g. --lr "
-            f"{args.lr / 3:.2g}. The checkpoints of the last finished epoch are kept.") from None
+            f"{min(args.lr / 3, default_lr(args.batch_size)):.2g}. The checkpoints of the last finished epoch are "
+            "kept.") from None
     except KeyboardInterrupt:  # Ctrl-C: every finished epoch is already in last.pt
-        print("\n" + resume_hint(args, history), file=sys.stderr)
+        print("\n" + resume_hint(args, saved_epoch), file=sys.stderr)
         sys.exit(130)  # 128 + 2 (SIGINT's number): the shell's convention for "stopped by Ctrl-C"
 
     # ---- What the run produced -----------------------------------------------------------------
@@ -474,7 +558,8 @@ def main():
           f"{seconds:.0f} s ({seconds / 60:.1f} min)")
     print(f"Checkpoints: {args.checkpoint_dir / 'last.pt'} and {args.checkpoint_dir / 'best.pt'}")
     print(f"History: {history_path}\nPlot: {curves_path}")
-    print("Next: python 06_evaluate.py" + (" --fake-data" if args.fake_data else ""))
+    print("Next: " + next_command(args))
+
 
 if __name__ == "__main__":
     common.run_main(main)

@@ -20,6 +20,7 @@ images, so the test accuracy is an honest estimate of how the model does on imag
 
 # %% Imports
 import json
+from pathlib import Path
 
 import torch
 
@@ -31,10 +32,14 @@ data = common.import_script("03_data")  # the data pipeline: the same inputs as 
 def parse_args():
     """The shared data flags plus --checkpoint."""
     parser = common.make_parser("Evaluate a trained checkpoint on the test set.", batch_size=1000)
-    parser.add_argument("--checkpoint", type=common.existing_file,
-                        default=common.CHECKPOINT_DIR / "best.pt",
-                        help="the checkpoint to evaluate (05_train.py writes best.pt and last.pt)")
-    return parser.parse_args()
+    parser.add_argument("--checkpoint", type=Path,
+                        help="the checkpoint to evaluate (default: checkpoints/best.pt, or "
+                             "checkpoints/fake/best.pt with --fake-data, where "
+                             "`05_train.py --fake-data` writes)")
+    args = common.parse_args(parser)
+    if args.checkpoint is None:
+        args.checkpoint = common.CHECKPOINT_DIR / ("fake" if args.fake_data else "") / "best.pt"
+    return args
 
 
 # %% The evaluation loop ---------------------------------------------------------------------------
@@ -143,15 +148,15 @@ def main():
         images[worst], [f"true: {classes[labels[index]]}\nsaid: {classes[predictions[index]]} "
                         f"{100 * confidence[index]:.0f}%" for index in worst],
         args.output_dir / "mistakes.png")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
     results_path = args.output_dir / "evaluation.json"
-    results_path.write_text(json.dumps({
+    results = json.dumps({
         "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],
-        "model_size": config["model"]["size"], "data": config["data"],
+        "model_size": config["model"]["size"], "data": config.get("data"),
         "test_images": len(labels), "test_accuracy": accuracy, "test_accuracy_tta": tta_accuracy,
         "per_class_accuracy": dict(zip(classes, per_class.tolist())),
         "confusion_matrix": matrix.tolist(),
-    }, indent=2))
+    }, indent=2)
+    common.write_atomically(results_path, lambda file: file.write(results.encode()))
     print(f"\nConfusion matrix: {matrix_path}\nMost confident mistakes: {mistakes_path}\n"
           f"Numbers: {results_path}")
 

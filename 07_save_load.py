@@ -56,10 +56,10 @@ args = common.parse_args(parser)  # in Jupyter, where there is no command line: 
 
 device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
 # common.load_checkpoint is torch.load(path, weights_only=True) plus a plain sentence for each
-# way it can fail (no file yet, a truncated file, ...). Section 4 shows why weights_only.
-checkpoint = common.load_checkpoint(args.checkpoint, device="cpu")
+# way it can fail (no file yet, a truncated file, a dict without what 05_train.py saves, ...).
+# Section 4 shows why weights_only. for_resume: also check what resuming reads (section 3).
+checkpoint = common.load_checkpoint(args.checkpoint, device="cpu", for_resume=True)
 
-args.output_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)  # the random test batch below is the same in every run
 
 
@@ -92,11 +92,17 @@ common.section("1. The state_dict: a model's numbers, by name")
 # of conv1 in the first block). 05_train.py saved it under the checkpoint's "model" key. Loading
 # weights is always two steps: build the network with your code, then copy the tensors in.
 model = build_model(**config["model"])  # fresh, random weights
-result = model.load_state_dict(checkpoint["model"])  # now the trained ones
+# load_state_dict is strict: every name must be there, with the same shape, or it raises a
+# RuntimeError (here it would mean that the checkpoint was edited, or written by another
+# version of 04_model.py). What it returns lists the names that were missing or left over.
+try:
+    result = model.load_state_dict(checkpoint["model"])  # now the trained ones
+except RuntimeError:
+    raise common.UserError(f"the weights in {args.checkpoint} do not fit the model its config "
+                           f"names ({config['model']}); was it written by another version of "
+                           "04_model.py? Train again with `python 05_train.py`.") from None
 model.eval()  # loading weights does not change the mode; inference needs eval (see below)
-# load_state_dict is strict: every name must be there, with the same shape, or it raises. What
-# it returns lists the names that were missing or left over, here none.
-print("load_state_dict returned:", result)
+print("load_state_dict returned:", result)  # here no names missing or left over
 
 state_dict = model.state_dict()
 print(f"model.state_dict() is an {type(state_dict).__name__} of {len(state_dict)} tensors; "
@@ -115,9 +121,12 @@ buffer_names = [name for name in state_dict if name not in parameter_names]
 print(f"{len(parameter_names)} parameters and {len(buffer_names)} buffers, "
       f"such as {buffer_names[0]!r}")
 
-# Save just the state_dict: a file of tensors and names, nothing else.
+# Save just the state_dict: a file of tensors and names, nothing else. torch.save takes a path
+# or an open file; we give it a file from common.write_atomically, which writes into a temporary
+# file and renames it over the old one only once it is complete. A full disk or a crash then
+# leaves the previous good file (or none), never a truncated one; a failure is one sentence.
 state_dict_path = args.output_dir / "cifarnet_state_dict.pt"
-torch.save(model.state_dict(), state_dict_path)
+common.write_atomically(state_dict_path, lambda file: torch.save(model.state_dict(), file))
 print(f"saved the state_dict to {state_dict_path} ({file_size(state_dict_path)})")
 
 # Load it back, onto --device. map_location says where the tensors go: a file saved on a GPU
@@ -153,7 +162,7 @@ common.section("2. Saving the whole model with torch.save(model), and why not to
 # before loading. But pickle does not store a class's code, only where to import it from: the
 # module's name and the class's name (type(model).__module__ and type(model).__qualname__).
 whole_model_path = args.output_dir / "cifarnet_whole_model.pt"
-torch.save(model, whole_model_path)
+common.write_atomically(whole_model_path, lambda file: torch.save(model, file))
 print(f"saved the whole model to {whole_model_path} ({file_size(whole_model_path)}); it refers "
       f"to its class as {type(model).__module__}.{type(model).__qualname__}")
 # So the file is tied to this source code. Here a fresh Python that cannot import 04_model tries
@@ -310,7 +319,7 @@ print("the exported graph runs:", ", ".join(operations))
 # Those are ATen operations, PyTorch's own library of tensor functions: no CifarNet class, no
 # Python code of ours. The .pt2 file holds that graph and the weights.
 exported_path = args.output_dir / "cifarnet_exported.pt2"
-torch.export.save(exported, exported_path)
+common.write_atomically(exported_path, lambda file: torch.export.save(exported, file))
 print(f"saved the exported program to {exported_path} ({file_size(exported_path)})")
 
 # Loading it needs only PyTorch, not 04_model.py. .module() turns the program back into

@@ -3,8 +3,9 @@
 What you will learn
     - How to load a trained model for inference: the checkpoint gives the weights and also what
       they were trained with (the class names, the normalisation mean and std, the model size).
-    - How to turn any image file (PNG, JPEG, ...; any size; colour, grayscale, with transparency)
-      into what the network expects: an RGB 32x32 tensor, normalised exactly as in training.
+    - How to turn any image file (PNG, JPEG, TIFF, ...; any size; colour, grayscale, 16-bit, with
+      transparency) into what the network expects: an RGB 32x32 tensor, normalised exactly as in
+      training, without ever holding a large photo in memory at full size.
     - What shrinking a large photo to 32x32 pixels does to it, and what the network then sees.
     - Inference: eval mode, no gradients, several images in one forward pass, softmax to turn
       scores into probabilities, and the top classes of each image.
@@ -19,9 +20,10 @@ horse.png, frog.png and ship.jpg at CIFAR's own 32x32, and truck_256x256.jpg, en
 that any size works.
 
 Reads the checkpoint (checkpoints/best.pt unless you pass --checkpoint) and the images.
-Writes outputs/predictions.png (or into --output-dir): each image, the 32x32 version that the
-network sees, and its top classes. A file that is missing or not an image is reported in one
-sentence and skipped; the others are still classified, and the exit code is then 1.
+Writes outputs/predictions.png (or into --output-dir): each image (a preview at most 256 pixels
+wide), the 32x32 version that the network sees, and its top classes. A file that is missing,
+damaged or not an image is reported in one sentence and skipped; the others are still
+classified, and the exit code is then 1.
 """
 
 # %% Setup ----------------------------------------------------------------------------------------
@@ -30,7 +32,6 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 import common
 
@@ -42,68 +43,26 @@ MAX_FIGURE_ROWS = 8  # the figure shows the first 8 images; the printout shows t
 
 
 # %% 1. Reading an image file, whatever its format ------------------------------------------------
-# The network was trained on RGB images: 3 channels, red, green and blue. Files come in other
-# modes too, and Pillow (PIL) converts them:
-#   - grayscale ("L"): the gray value is copied into all three channels;
-#   - palette ("P", common in GIF and small PNG files): each pixel's colour is looked up;
-#   - with transparency ("RGBA", "LA", or a palette with a transparent colour): see below.
-def to_rgb(image):
-    """Convert a PIL image of any mode to RGB, putting transparent parts on a white background.
-
-    A transparent pixel still stores some colour, usually black, that no viewer shows. A plain
-    image.convert("RGB") drops the transparency and shows that colour: a logo on a transparent
-    background would reach the network on black. Compositing on white instead gives the picture
-    you see on a white web page. CIFAR-10 has no transparent images, so white is a choice, not a
-    rule.
-    """
-    has_transparency = (image.mode in ("RGBA", "LA", "PA")
-                        or (image.mode == "P" and "transparency" in image.info))
-    if has_transparency:
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")  # returns a copy even when the image is already RGB
-
-
-def load_image(path):
-    """Open an image file and return it as an RGB PIL image, with a line describing the file.
-
-    Args:
-        path: the image file.
-
-    Returns:
-        (image, description), e.g. (<RGB image>, "JPEG, 4032x3024 RGB").
-
-    Raises:
-        UserError: the file is missing, is a folder, or is not an image that Pillow can read.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise common.UserError(f"cannot classify {path}: there is no such file.")
-    if path.is_dir():
-        raise common.UserError(f"cannot classify {path}: it is a folder, not an image file.")
-    try:
-        with Image.open(path) as image:
-            # Image.open only reads the header; load() decodes the pixels, so a damaged file
-            # fails here, where we can say which file it is.
-            image.load()
-            description = f"{image.format}, {image.width}x{image.height} {image.mode}"
-            # Photos from phones are often stored sideways, with a tag that says how to turn
-            # them. Viewers obey it, and so must we, or the network sees the photo lying down.
-            upright = ImageOps.exif_transpose(image)
-            return to_rgb(upright), description
-    except PermissionError:
-        raise common.UserError(f"cannot classify {path}: you do not have permission to read "
-                               "it.") from None
-    except Image.DecompressionBombError:
-        raise common.UserError(f"cannot classify {path}: it has more pixels than Pillow agrees to "
-                               "open (a protection against malicious files).") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        # UnidentifiedImageError: not an image format Pillow knows; OSError and the others: a
-        # truncated or corrupt file.
-        raise common.UserError(f"cannot classify {path}: it is not an image that Pillow can "
-                               "read (PNG, JPEG, BMP, GIF, WebP, ...), or the file is "
-                               "damaged.") from None
+# 03_data.open_image reads every image file the scripts see, here and when 05_train.py trains on a
+# folder of your own images, so that a photo reaches the network the same way in both. It returns
+# an RGB image (3 channels, red, green and blue, as the network was trained on) and does four
+# things on the way:
+#   - A large photo is read at a reduced size. A 48-megapixel phone photo would take 144 MB as RGB
+#     (3 bytes a pixel), and the network sees 32x32 of it. A JPEG can be decoded at 1/2, 1/4 or
+#     1/8 of its size for less than the full cost; other formats are averaged down by a whole
+#     factor straight after decoding. Either way a large image keeps a shorter side of 256 to 511
+#     pixels (03_data.DECODE_SIZE), far more than the 32 that section 2 keeps.
+#   - A photo stored sideways, with a tag saying how to turn it (phones do this), is turned
+#     upright, as every viewer shows it.
+#   - Other modes become RGB: grayscale ("L") is copied into the three channels, a palette ("P",
+#     common in GIF and small PNG files) is looked up, and 16-bit ("I;16") or floating-point ("F")
+#     images, from scientific cameras and TIFF files, are scaled to 0..255 (Pillow's own
+#     convert("RGB") would clip them at 255: nearly white, or black for floats from 0 to 1).
+#   - Transparent parts are put on a white background (03_data.to_rgb says why).
+# A file that is missing, not an image, damaged, or of more pixels than Pillow agrees to open
+# (a protection against files made to fill the memory) is a common.UserError: one sentence that
+# names it. Below, main() prints it and goes on with the next file.
+PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its longer side
 
 
 # %% 2. Shrinking it to 32x32, as in training -----------------------------------------------------
@@ -118,7 +77,7 @@ def load_image(path):
 # CIFAR-10's pictures show one object, centred, filling most of the frame. A photo framed
 # differently (a cat in a corner of a room, a close-up of a face) may be misread, not because the
 # code is wrong but because the network has never seen anything like it. The saved figure shows
-# the 32x32 image next to the original: judge a prediction by what the network saw.
+# the 32x32 image next to a preview of the original: judge a prediction by what the network saw.
 
 
 # %% 3. Predicting: eval mode, no gradients, softmax ----------------------------------------------
@@ -195,29 +154,38 @@ def main():
     print(f"model: {args.checkpoint} ({config['model']['size']} CifarNet, {len(classes)} "
           f"classes, saved after epoch {checkpoint['epoch']}), on {device.type}")
 
-    # Read every image; a bad file is reported and skipped, the others go on.
+    # Read every image; a bad file is reported and skipped, the others go on. Of each image we
+    # keep only the 32x32 input and, for the figure's first rows, a small preview: the decoded
+    # image is dropped at once, so memory grows with the number of files, not with their size.
     loaded, failed = [], 0
     for path in args.images:
         try:
-            image, description = load_image(path)
+            image, description = data.open_image(path)
         except common.UserError as error:
             print(f"Error: {error}", file=sys.stderr)
             failed += 1
             continue
-        loaded.append((path, image, description, data.shrink(image)))
+        preview = None
+        if len(loaded) < MAX_FIGURE_ROWS:
+            preview = image.copy()
+            preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))  # shrinks, keeping the proportions
+        loaded.append((path, description, preview, data.shrink(image)))
 
     if loaded:
         # All the images in one batch (N, 3, 32, 32): one forward pass instead of N.
         images = torch.stack([tensor for _, _, _, tensor in loaded])
         probabilities = predict(model, images, mean, std, device)
-        for (path, _, description, _), row in zip(loaded, probabilities):
+        for (path, description, _, _), row in zip(loaded, probabilities):
             print_predictions(path, description, row, classes, top)
         import figures  # drawing only; see figures.py
 
         # One row per image: the image, the 32x32 input the network saw, and its top classes.
+        # figures.save writes the PNG atomically: a bad --output-dir is one sentence, and no
+        # empty or half-written file is left behind.
         figure_path = figures.plot_predictions(
-            [(path, image, tensor, row) for (path, image, _, tensor), row
-             in zip(loaded, probabilities)][:MAX_FIGURE_ROWS],
+            [(f"{Path(path).name} ({description})", preview, tensor, row)
+             for (path, description, preview, tensor), row
+             in zip(loaded[:MAX_FIGURE_ROWS], probabilities)],
             classes, top, args.output_dir / "predictions.png")
         shown = "" if len(loaded) <= MAX_FIGURE_ROWS else f" (the first {MAX_FIGURE_ROWS} images)"
         print(f"\nsaved the figure{shown}: {figure_path}")

@@ -11,8 +11,8 @@ import importlib
 import math
 import os
 import pickle
+import pickletools
 import sys
-import zipfile
 from pathlib import Path
 
 import torch
@@ -31,52 +31,39 @@ class UserError(Exception):
     """A mistake the user can fix (a missing file, a wrong flag); the message says how."""
 
 
-def exit_with_error(message):
-    """Print one plain sentence to stderr and end the program with exit code 1.
+def explain(error):
+    """Print what a mistake the user can fix means, in one line; return the exit code to use.
 
-    Args:
-        message: what went wrong and what to do about it, as a sentence.
+    Returns None for any other error: that is a bug, and its full traceback is what you want.
     """
-    print(f"Error: {message}", file=sys.stderr)
-    sys.exit(1)
+    if isinstance(error, UserError):
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C
+        print("\nInterrupted.", file=sys.stderr)
+        return 130  # 128 + 2, SIGINT's number: the shell's code for "stopped by Ctrl-C"
+    if isinstance(error, BrokenPipeError):  # the output went to e.g. `| head`, which stopped
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
+    return None
 
 
 def run_main(main):
-    """Call `main()`, turning a UserError into one sentence and Ctrl-C into a short notice.
-
-    Args:
-        main: the script's main function, called with no arguments.
-    """
+    """Call a script's `main()`; a UserError ends in one sentence, Ctrl-C in a short notice."""
     try:
         main()
-    except UserError as error:
-        exit_with_error(str(error))
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # the output went to a program that stopped reading, e.g. `| head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        sys.exit(1)
+    except (UserError, KeyboardInterrupt, BrokenPipeError) as error:
+        sys.exit(explain(error))
 
 
 def report_errors_plainly():
-    """Make a UserError end the program in one sentence, for a lesson that runs at top level.
-
-    Lessons that run inside main() use run_main; a lesson written as a row of cells (so that
-    VS Code and Jupyter can run them one by one) calls this once at the top instead. Any other
-    error still prints its full traceback, which is what you want for a bug.
-    """
+    """The same as run_main, for a lesson that runs at top level rather than in main() (so that
+    VS Code and Jupyter can run its cells one by one): call it once, at the top."""
     def hook(kind, error, traceback):
-        if issubclass(kind, UserError):
-            print(f"Error: {error}", file=sys.stderr)  # Python then exits with code 1
-        elif issubclass(kind, KeyboardInterrupt):
-            print("\nInterrupted.", file=sys.stderr)
-        elif issubclass(kind, BrokenPipeError):  # the output went to e.g. `| head`, which stopped
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
-        else:
+        if explain(error) is None:
             sys.__excepthook__(kind, error, traceback)
 
-    sys.excepthook = hook
+    sys.excepthook = hook  # what Python calls with an error that nothing caught
 
 
 def import_script(name):
@@ -97,26 +84,25 @@ def section(title):
 
 
 # %% Command-line flags --------------------------------------------------------------------------
-def positive_int(text):
-    """argparse type: an integer greater than zero."""
+def whole_number(text, minimum):
+    """The integer written in `text`, if it is at least `minimum`; else an argparse error."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
     return value
+
+
+def positive_int(text):
+    """argparse type: an integer greater than zero."""
+    return whole_number(text, minimum=1)
 
 
 def non_negative_int(text):
     """argparse type: an integer that is zero or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return whole_number(text, minimum=0)
 
 
 def positive_float(text):
@@ -134,25 +120,14 @@ def existing_dir(text):
     """argparse type: a folder that exists."""
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
-    return path
-
-
-def existing_file(text):
-    """argparse type: a file that exists."""
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"file {text!r} does not exist")
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder" if path.exists()
+                                         else f"folder {text!r} does not exist")
     return path
 
 
 def add_device_flag(parser, purpose="where to compute"):
-    """Add `--device auto|cpu|cuda|mps` to an argument parser (get_device reads it).
-
-    Args:
-        parser: an argparse.ArgumentParser or argument group.
-        purpose: the start of the help text: what the device is used for in this script.
-    """
+    """Add `--device auto|cpu|cuda|mps` to a parser (or argument group) for get_device;
+    `purpose` starts its help text: what the device is used for in this script."""
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help=f"{purpose}; auto picks CUDA, then Apple MPS, then the CPU")
 
@@ -168,14 +143,8 @@ def parse_args(parser, in_jupyter=()):
 
 def make_parser(description, batch_size=512):
     """An argument parser with the flags every data script shares; `--help` shows the defaults.
-
-    Args:
-        description: one line shown at the top of `--help`.
-        batch_size: this script's default for `--batch-size`; None if the script picks one later.
-
-    Returns:
-        An argparse.ArgumentParser; the script adds its own flags and calls parse_args().
-    """
+    `batch_size` is this script's default for --batch-size (None: the script picks one later).
+    The script adds its own flags and calls parse_args."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data and hardware (shared by every script)")
@@ -188,7 +157,8 @@ def make_parser(description, batch_size=512):
     data.add_argument("--dry-run", action="store_true",
                       help="run one batch per phase, to check that everything works")
     add_device_flag(data)
-    data.add_argument("--seed", type=int, default=0, help="random seed, for repeatable runs")
+    data.add_argument("--seed", type=non_negative_int, default=0,
+                      help="random seed, for repeatable runs")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
                       help="images per batch" + ("" if batch_size else " (default: %(default)s, "
                                                  "so the script chooses; see above)"))
@@ -199,18 +169,8 @@ def make_parser(description, batch_size=512):
 
 # %% Device and seed -----------------------------------------------------------------------------
 def get_device(name="auto"):
-    """Choose where tensors and the model live.
-
-    Args:
-        name: "auto" (CUDA if there is an NVIDIA GPU, else Apple's MPS, else the CPU),
-            or "cpu", "cuda" or "mps" to insist on one.
-
-    Returns:
-        A torch.device.
-
-    Raises:
-        UserError: the requested device is not available on this machine.
-    """
+    """The torch.device to compute on: for "auto", CUDA if there is an NVIDIA GPU, else Apple's
+    MPS, else the CPU; "cpu", "cuda" or "mps" insist on one (a UserError if it is missing)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -230,10 +190,7 @@ def synchronize(device):
     """Wait until everything queued on `device` has finished, so that a timing includes it.
 
     CUDA and MPS run asynchronously: a call returns once the work is queued, not when it is done,
-    so a clock read without waiting would time the queueing, not the computation.
-
-    Args:
-        device: a torch.device; on the CPU there is nothing to wait for.
+    so a clock read without waiting would time the queueing. The CPU has nothing to wait for.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -242,11 +199,8 @@ def synchronize(device):
 
 
 def seed_everything(seed):
-    """Seed Python's, NumPy's and PyTorch's random generators (on every device).
-
-    Args:
-        seed: any integer; the same seed gives the same random numbers.
-    """
+    """Seed Python's, NumPy's and PyTorch's random generators (on every device): the same seed
+    gives the same random numbers."""
     import random
 
     import numpy as np
@@ -257,47 +211,75 @@ def seed_everything(seed):
 
 
 # %% Model and checkpoints -----------------------------------------------------------------------
-def save_checkpoint(checkpoint, path):
-    """Save a checkpoint dict atomically: a crash mid-write never leaves a broken file at `path`.
+def write_atomically(path, write):
+    """Write the file `path` (making its folder) with `write(file)`, so that nothing is lost.
 
-    It is written to a temporary file in the same folder, then renamed over `path`; a rename
-    within one folder is atomic, so `path` holds either the old checkpoint or the new one.
-
-    Args:
-        checkpoint: a dict of tensors, numbers, strings, lists and dicts.
-        path: where to save it (a .pt file); its folder is created if needed.
+    The content goes to a temporary file in the same folder, which is then renamed over `path`:
+    a rename within one folder is atomic, so `path` holds the old content or the new, never half
+    of it, even after a crash. Any failure (no space, no permission, a file where a folder should
+    be) is a UserError that says what was kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:
-            torch.save(checkpoint, file)
+            write(file)
             file.flush()
-            os.fsync(file.fileno())
+            os.fsync(file.fileno())  # on the disk, not only in the system's cache
         os.replace(temporary, path)
-    except OSError as error:  # a full disk, a folder without write permission, ...
-        raise UserError(f"could not write {path} ({error.strerror or error}); free some disk "
-                        "space or choose another folder. The previous file is unchanged.") from None
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        kept = "the previous file is unchanged" if path.is_file() else "nothing was written"
+        raise UserError(f"could not write {path} ({getattr(error, 'strerror', None) or error}); "
+                        f"{kept}. Free some disk space or choose another folder.") from None
     finally:
-        temporary.unlink(missing_ok=True)
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:  # a read-only folder: there was no temporary file to remove anyway
+            pass
 
 
-def load_checkpoint(path, device="cpu"):
-    """Load a checkpoint safely, with `weights_only=True`.
+def save_checkpoint(checkpoint, path):
+    """Save a checkpoint dict to `path` with torch.save, atomically (see write_atomically)."""
+    write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
+def lock_folder(folder):
+    """Lock `folder` for this process: a second run that tries to write there too is refused in
+    one sentence. The lock holds until the returned file is closed (a `with` block does that) or
+    the process ends, however it ends, so a killed run never leaves the folder locked."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = open(folder / ".lock", "a+b")
+    except OSError as error:
+        raise UserError(f"cannot use {folder} as a checkpoint folder "
+                        f"({error.strerror or error}); choose another --checkpoint-dir.") from None
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(lock_file.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock_file.close()
+        raise UserError(f"another run is writing to {folder} right now; wait for it to finish, "
+                        "or give this one another --checkpoint-dir.") from None
+    for leftover in folder.glob(".*.tmp"):  # from a save that was killed half-way
+        leftover.unlink(missing_ok=True)
+    return lock_file
+
+
+def load_checkpoint(path, device="cpu", for_resume=False):
+    """Load a checkpoint dict from `path`, its tensors onto `device`, safely: weights_only=True.
 
     `torch.load` unpickles the file, and a pickle can run any code while it loads; weights_only
-    only accepts tensors and plain Python values, so a crafted file is refused, not run.
-
-    Args:
-        path: a .pt file written by save_checkpoint.
-        device: where to put its tensors.
-
-    Returns:
-        The checkpoint dict.
-
-    Raises:
-        UserError: the file is missing, truncated, corrupt, or holds something other than data.
+    only accepts tensors and plain Python values, so a crafted file is refused, not run. A file
+    that is missing, damaged, or not laid out as 05_train.py writes it is a UserError; with
+    for_resume, it must also hold what --resume reads.
     """
     path = Path(path)
     if not path.is_file():
@@ -306,45 +288,74 @@ def load_checkpoint(path, device="cpu"):
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch.load raises many kinds of errors for a damaged file
-        if isinstance(error, pickle.UnpicklingError) and _is_pickle_or_torch_file(path):
-            # A whole pickle that weights_only refused to run: it asks for more than tensors and
-            # plain values (an object to import and call, say). Refused, not run.
+        if isinstance(error, pickle.UnpicklingError) and asks_for_code(path, error):
             raise UserError(f"{path} holds more than weights and data (Python objects that "
                             "could run code when loaded), so it was refused; only load "
                             "checkpoints you trust and that this project wrote.") from None
         raise UserError(f"{path} is not a readable checkpoint (truncated or corrupt: "
                         f"{type(error).__name__}); train again with `python 05_train.py`."
                         ) from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
-        raise UserError(f"{path} is not a checkpoint written by 05_train.py.")
+    try:
+        problem = layout_problem(checkpoint, for_resume)
+    except (KeyError, TypeError, IndexError, AttributeError):
+        problem = "the layout"
+    if problem:
+        raise UserError(f"{path} is not a checkpoint written by 05_train.py ({problem} is "
+                        "missing or not as expected); train again with `python 05_train.py`.")
     return checkpoint
 
 
-def _is_pickle_or_torch_file(path):
-    """Whether a file starts like a torch.save archive (a zip) or a pickle (0x80, protocol 2-5)."""
-    with open(path, "rb") as file:
-        start = file.read(2)
-    return zipfile.is_zipfile(path) or (len(start) == 2 and start[0] == 0x80 and 2 <= start[1] <= 5)
+def asks_for_code(path, error):
+    """Whether weights_only refused a file because it asks to import and call Python objects
+    (which could run any code), rather than because it is damaged. pickletools only reads the
+    pickle's instructions; it runs none of them."""
+    if "Unsupported global" in str(error):  # a torch.save archive that names a Python object
+        return True
+    try:
+        with open(path, "rb") as file:
+            instructions = {operation.name for operation, _, _ in pickletools.genops(file)}
+    except Exception:  # not a whole pickle: damaged
+        return False
+    return bool(instructions & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE"})
+
+
+def layout_problem(checkpoint, for_resume=False):
+    """What, if anything, a checkpoint lacks of what the scripts read from it (an edited file, or
+    one from another program); with for_resume, also what 05's --resume reads. It raises
+    KeyError or TypeError where a part is missing altogether."""
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    config, model = checkpoint["config"], checkpoint["config"]["model"]
+    wrong = {
+        "the weights": not isinstance(checkpoint["model"], dict),
+        "the model size": model["size"] not in import_script("04_model").MODEL_SIZES,
+        "the class names": len(config["classes"]) != model["num_classes"],
+        "the mean and std": len(config["mean"]) != len(config["std"])
+        or not all(map(is_number, config["mean"] + config["std"])),
+        "the epoch": not isinstance(checkpoint["epoch"], int) or checkpoint["epoch"] < 1,
+        "the best accuracy": not is_number(checkpoint["best_val_accuracy"]),
+    }
+    if for_resume:
+        wrong.update({
+            "the optimizer": not isinstance(checkpoint["optimizer"], dict),
+            "the schedule": not isinstance(checkpoint["scheduler"], dict),
+            "the history": len(checkpoint["history"]["epoch"]) != checkpoint["epoch"],
+            "the settings": not (is_number(config["lr"]) and isinstance(config["epochs"], int)
+                                 and isinstance(config["batch_size"], int)),
+        })
+    return next((what for what, is_wrong in wrong.items() if is_wrong), None)
 
 
 def model_from_checkpoint(checkpoint, device="cpu"):
-    """Rebuild the network that a checkpoint was trained with and load its weights.
-
-    Args:
-        checkpoint: a dict from load_checkpoint; its "config" holds the model's settings.
-        device: where to put the model.
-
-    Returns:
-        The model in eval mode, on `device`, in the channels_last layout.
-
-    Raises:
-        UserError: the weights do not fit the model the config describes.
-    """
+    """Rebuild the network a checkpoint (from load_checkpoint) was trained with, from its
+    "config", and load its weights: in eval mode, on `device`, in the channels_last layout.
+    Weights that do not fit the model the config names are a UserError."""
     config = checkpoint["config"]
-    model = import_script("04_model").build_model(**config["model"])
     try:
+        model = import_script("04_model").build_model(**config["model"])
         model.load_state_dict(checkpoint["model"])
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise UserError(f"the checkpoint's weights do not match the model it names "
                         f"({config['model']}); was it written by another version of "
                         "05_train.py? Train again.") from None

@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (must come after matplotlib.use)
 from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
 from torch import nn  # noqa: E402
 
+import common  # noqa: E402
+
 
 # %% 04_model.py: the architecture of CifarNet ---------------------------------------------------
 ARCHITECTURE_COLOURS = {  # one colour per kind of layer, for the boxes and the legend
@@ -147,20 +149,19 @@ def draw_architecture(model, records, path):
                                   ("Linear", "linear")]]
     axes.legend(handles=legend, loc="lower center", ncol=len(legend), frameon=False,
                 bbox_to_anchor=(0.5, -0.02), fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return save(figure, path, dpi=120, bbox_inches="tight")
 
 
 # %% Shared by the figures below --------------------------------------------------------------
 def save(figure, path, **savefig_options):
-    """Write `figure` to the PNG file `path` (making its folder), close it, and return `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, **savefig_options)
-    plt.close(figure)  # free its memory
-    return path
+    """Write `figure` to the PNG file `path`, atomically (a failure leaves no half-written or
+    empty file, and is one sentence: see common.write_atomically), close it, and return `path`."""
+    try:
+        common.write_atomically(path, lambda file: figure.savefig(file, format="png",
+                                                                  **savefig_options))
+    finally:
+        plt.close(figure)  # free its memory
+    return Path(path)
 
 
 def save_image_grid(tiles, row_names, title, path):
@@ -275,7 +276,7 @@ def plot_predictions(results, classes, top, path):
     """Save one row per image: the image, the 32x32 input the network saw, and its top classes.
 
     Args:
-        results: a list of (file path, RGB PIL image, uint8 tensor (3, 32, 32), probabilities).
+        results: a list of (title, RGB PIL image, uint8 tensor (3, 32, 32), probabilities).
         classes: the class names.
         top: how many classes to draw.
         path: the PNG file to write.
@@ -284,9 +285,9 @@ def plot_predictions(results, classes, top, path):
         `path`.
     """
     figure, axes = plt.subplots(len(results), 3, figsize=(10, 2.6 * len(results)), squeeze=False)
-    for row, (file_path, image, tensor, probabilities) in zip(axes, results):
+    for row, (title, image, tensor, probabilities) in zip(axes, results):
         row[0].imshow(image)
-        row[0].set_title(f"{Path(file_path).name} ({image.width}x{image.height})", fontsize=9)
+        row[0].set_title(title, fontsize=9)
         # "nearest" draws each of the 32x32 pixels as a square, so you see them.
         row[1].imshow(tensor.permute(1, 2, 0).numpy(), interpolation="nearest")
         row[1].set_title("what the network sees (32x32)", fontsize=9)

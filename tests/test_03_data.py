@@ -61,7 +61,7 @@ def test_fake_data_sizes_split_and_batches(fake_run):
     assert "one training batch: images (512, 3, 32, 32) torch.float32, labels (512,) torch.int64" \
         in output
     # The fast loader's batches arrive as floats, ready for the network: 900 images, 1 batch.
-    assert ("InMemoryLoader: 1 batches per epoch; one batch: images (512, 3, 32, 32) "
+    assert ("InMemoryLoader: 1 batch(es) per epoch; one batch: images (512, 3, 32, 32) "
             "torch.float32 on cpu") in output
 
 

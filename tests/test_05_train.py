@@ -240,7 +240,9 @@ def test_fake_data_run_prints_the_key_lines(fake_run):
 
 def test_fake_data_run_writes_checkpoints_history_and_plot(fake_run):
     # Exactly the two checkpoints: no temporary file from the atomic save is left behind.
-    assert sorted(path.name for path in fake_run.checkpoint_dir.iterdir()) == ["best.pt", "last.pt"]
+    # (.lock is the folder's lock file, kept on purpose: see common.lock_folder.)
+    assert sorted(path.name for path in fake_run.checkpoint_dir.iterdir()) == [
+        ".lock", "best.pt", "last.pt"]
     assert (fake_run.output_dir / "history.json").is_file()
     plot = fake_run.output_dir / "training_curves.png"
     assert plot.read_bytes().startswith(PNG_SIGNATURE)

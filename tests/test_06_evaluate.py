@@ -133,5 +133,6 @@ def test_help_lists_the_flags_with_their_defaults(capsys, monkeypatch):
     for flag in ("--checkpoint", "--data-dir", "--fake-data", "--batch-size", "--output-dir",
                  "--device", "--dry-run"):
         assert flag in text, flag
-    assert re.search(r"--checkpoint CHECKPOINT .*?\(default: \S*best\.pt\)", text)
+    assert re.search(r"--checkpoint CHECKPOINT .*?\(default: checkpoints/best\.pt, or "
+                     r"checkpoints/fake/best\.pt with --fake-data", text)
     assert re.search(r"--batch-size BATCH_SIZE .*?\(default: \d+\)", text)

@@ -1,6 +1,8 @@
-"""Tests for 07_save_load.py: it runs on a checkpoint, its export matches the model, and the
-files it writes load back (or are refused) as the lesson says."""
+"""Tests for 07_save_load.py: it runs on a checkpoint, its export matches the model, the files
+it writes load back (or are refused) as the lesson says, and a checkpoint or an --output-dir it
+cannot use is one sentence, with no half-written file left behind."""
 
+import os
 import pickle
 import re
 import subprocess
@@ -132,3 +134,61 @@ def test_missing_checkpoint_is_one_sentence(run, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "python 05_train.py" in lines[0] and "--checkpoint" in lines[0]
     assert not (tmp_path / "export").exists()  # nothing written before the error
+
+
+def check_one_sentence(result, *phrases):
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_dir_that_cannot_be_made_is_one_sentence(run, workspace, tmp_path, where):
+    (tmp_path / "taken").write_text("a file where the folder should be\n")
+    output_dir = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "export"
+    result = run(SCRIPT, "--checkpoint", workspace / "best.pt", "--device", "cpu",
+                 "--output-dir", output_dir, timeout=120)
+    check_one_sentence(result, "cifarnet_state_dict.pt", "nothing was written")
+    assert [path.name for path in tmp_path.iterdir()] == ["taken"]  # no temporary file left
+
+
+def test_weights_that_do_not_fit_the_model_are_one_sentence(run, tmp_path):
+    checkpoint = make_checkpoint(tmp_path / "best.pt")
+    # Renamed weights, as an edited file or another version of 04_model.py would have them:
+    # the checkpoint's structure is fine, but load_state_dict finds no "stem.0.weight".
+    checkpoint["model"] = {name.replace("stem.", "first."): tensor
+                           for name, tensor in checkpoint["model"].items()}
+    common.save_checkpoint(checkpoint, tmp_path / "renamed.pt")
+    result = run(SCRIPT, "--checkpoint", tmp_path / "renamed.pt", "--device", "cpu",
+                 "--output-dir", tmp_path / "export", timeout=120)
+    check_one_sentence(result, str(tmp_path / "renamed.pt"), "do not fit")
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses Linux's RLIMIT_FSIZE")
+def test_a_full_disk_keeps_the_previous_files(workspace, tmp_path):
+    # A limit on the size of the files the process may write stands in for a full disk: the
+    # state_dict (about 1 MiB) cannot be written, and Python gets the same kind of error
+    # ("File too large" instead of "No space left on device").
+    import resource
+
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    previous = torch.zeros(3)
+    torch.save(previous, export_dir / "cifarnet_state_dict.pt")
+    size = (export_dir / "cifarnet_state_dict.pt").stat().st_size
+    result = subprocess.run(
+        [sys.executable, str(REPO_DIR / SCRIPT), "--checkpoint", str(workspace / "best.pt"),
+         "--device", "cpu", "--output-dir", str(export_dir)],
+        env=dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1"), cwd=REPO_DIR,
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)))
+    check_one_sentence(result, "cifarnet_state_dict.pt", "the previous file is unchanged")
+    # The previous file, whole and loadable, and nothing else.
+    assert {path.name: path.stat().st_size for path in export_dir.iterdir()} == {
+        "cifarnet_state_dict.pt": size}
+    assert torch.equal(torch.load(export_dir / "cifarnet_state_dict.pt", weights_only=True),
+                       previous)

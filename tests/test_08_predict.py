@@ -1,8 +1,14 @@
 """Tests for 08_predict.py: images of any size and mode are classified, bad files are reported
-one sentence each without stopping the others, and a missing checkpoint is one sentence."""
+one sentence each without stopping the others, a missing checkpoint or an --output-dir that
+cannot be written is one sentence, and the figure is never left half-written.
+
+How files are read (modes, bit depths, reduced decoding) is tested in test_images.py."""
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,9 +16,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import common
+from conftest import REPO_DIR, make_checkpoint
 
 data = common.import_script("03_data")
-from conftest import make_checkpoint
 
 SCRIPT = "08_predict.py"
 SAMPLES = sorted(path for path in (common.REPO_DIR / "samples").iterdir()
@@ -22,7 +28,8 @@ _results = {}
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A checkpoint and test images: a 1000x700 RGBA PNG, a grayscale JPEG, a text file."""
+    """A checkpoint and test images: a 1000x700 RGBA PNG, a grayscale JPEG, a 3000x2000 JPEG, a
+    text file."""
     folder = tmp_path_factory.mktemp("predict")
     make_checkpoint(folder / "best.pt")
     # A red disc on a transparent background, wider than tall.
@@ -31,6 +38,7 @@ def workspace(tmp_path_factory):
     rgba.save(folder / "disc.png")
     gray = np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)
     Image.fromarray(gray, mode="L").save(folder / "gray.jpg")
+    Image.new("RGB", (3000, 2000), (40, 120, 200)).save(folder / "photo.jpg")
     (folder / "notes.txt").write_text("not an image\n")
     return folder
 
@@ -78,18 +86,21 @@ def mixed_run(run, workspace):
     if "mixed" not in _results:
         _results["mixed"] = run(SCRIPT, workspace / "disc.png", workspace / "missing.png",
                                 workspace / "notes.txt", workspace / "gray.jpg",
+                                workspace / "photo.jpg",
                                 "--checkpoint", workspace / "best.pt", "--device", "cpu",
                                 "--output-dir", workspace / "outputs", timeout=180)
     return _results["mixed"]
 
 
-def test_rgba_png_and_grayscale_jpeg_are_classified(mixed_run, workspace):
+def test_rgba_png_grayscale_jpeg_and_large_jpeg_are_classified(mixed_run, workspace):
     results = predictions(mixed_run.stdout)
-    assert list(results) == [str(workspace / "disc.png"), str(workspace / "gray.jpg")]
+    assert list(results) == [str(workspace / name) for name in ("disc.png", "gray.jpg",
+                                                               "photo.jpg")]
     for ranking in results.values():
         check_ranking(ranking)
     assert "PNG, 1000x700 RGBA -> 32x32" in mixed_run.stdout
     assert "JPEG, 300x200 L -> 32x32" in mixed_run.stdout
+    assert "JPEG, 3000x2000 RGB -> 32x32" in mixed_run.stdout  # the file's size, as stored
     assert (workspace / "outputs" / "predictions.png").is_file()
 
 
@@ -101,7 +112,7 @@ def test_bad_files_are_reported_and_the_others_classified(mixed_run, workspace):
     assert str(workspace / "missing.png") in errors[0] and "no such file" in errors[0]
     assert str(workspace / "notes.txt") in errors[1] and "not an image" in errors[1]
     # The good images, before and after the bad ones, were still classified (previous test).
-    assert len(predictions(mixed_run.stdout)) == 2
+    assert len(predictions(mixed_run.stdout)) == 3
 
 
 def test_missing_checkpoint_is_one_sentence(run, workspace, tmp_path):
@@ -128,14 +139,6 @@ def test_sample_images_run_with_the_checkpoints_classes(run, workspace, tmp_path
     for ranking in results.values():
         check_ranking(ranking, classes=classes, top=len(classes))
         assert sum(value for _, value in ranking) == pytest.approx(1, abs=0.003)
-
-
-def test_transparent_pixels_become_white(predict_module):
-    # Fully transparent black pixels would come out black with a plain convert("RGB").
-    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert np.all(np.array(predict_module.to_rgb(transparent)) == 255)
-    gray = Image.new("L", (4, 4), 77)
-    assert np.all(np.array(predict_module.to_rgb(gray)) == 77)
 
 
 def test_shrink_keeps_the_centre_of_a_wide_image(predict_module):
@@ -174,3 +177,65 @@ def test_an_image_gets_the_same_answer_alone_or_in_a_batch(predict_module, works
     assert together.shape == (5, 10)
     assert torch.allclose(together.sum(dim=1), torch.ones(5))
     assert torch.allclose(together[2:3], alone, atol=1e-6)
+
+
+def test_the_figure_gets_small_previews_not_the_full_images(predict_module, workspace,
+                                                            monkeypatch, tmp_path):
+    # Memory grows with the number of images, not their size: the figure's function is handed
+    # previews of at most 256 pixels, and only for the rows it draws.
+    import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "plot_predictions",
+                        lambda results, classes, top, path: drawn.extend(results) or path)
+    paths = [workspace / "photo.jpg"] + [workspace / "disc.png"] * 9
+    monkeypatch.setattr(sys, "argv", ["08_predict.py", *map(str, paths), "--checkpoint",
+                                      str(workspace / "best.pt"), "--device", "cpu",
+                                      "--output-dir", str(tmp_path)])
+    predict_module.main()
+    assert len(drawn) == predict_module.MAX_FIGURE_ROWS
+    sizes = [preview.size for _, preview, _, _ in drawn]
+    assert sizes[0] == (256, 171) and sizes[1] == (256, 179)  # 3000x2000 and 1000x700, shrunk
+    assert all(tensor.shape == (3, 32, 32) for _, _, tensor, _ in drawn)
+
+
+def leftovers(folder):
+    """The files in `folder`, with their sizes: a failed write must leave none of its own."""
+    return {path.name: path.stat().st_size for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_dir_that_cannot_be_made_is_one_sentence(run, workspace, tmp_path, where):
+    (tmp_path / "taken").write_text("a file where the folder should be\n")
+    output_dir = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "figures"
+    result = run(SCRIPT, workspace / "disc.png", "--checkpoint", workspace / "best.pt",
+                 "--device", "cpu", "--output-dir", output_dir, timeout=180)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "predictions.png" in lines[0] and "nothing was written" in lines[0]
+    assert len(predictions(result.stdout)) == 1  # the image was still classified and printed
+    assert leftovers(tmp_path) == {"taken": 34}  # no empty PNG, no temporary file
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses Linux's RLIMIT_FSIZE")
+def test_a_full_disk_keeps_the_previous_figure(workspace, tmp_path):
+    # A limit on the size of the files the process may write stands in for a full disk: the
+    # figure (tens of KiB) cannot be written, and Python then gets the same error, "File too
+    # large", as it would get "No space left on device".
+    import resource
+
+    previous = b"\x89PNG\r\n\x1a\n the figure of an earlier run"
+    (tmp_path / "predictions.png").write_bytes(previous)
+    result = subprocess.run(
+        [sys.executable, str(REPO_DIR / SCRIPT), str(workspace / "disc.png"), "--checkpoint",
+         str(workspace / "best.pt"), "--device", "cpu", "--output-dir", str(tmp_path)],
+        env=dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1"), cwd=REPO_DIR,
+        capture_output=True, text=True, timeout=180,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the previous file is unchanged" in lines[0]
+    assert (tmp_path / "predictions.png").read_bytes() == previous
+    assert leftovers(tmp_path) == {"predictions.png": len(previous)}

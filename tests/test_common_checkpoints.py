@@ -3,6 +3,7 @@ model_from_checkpoint. (A crash in the middle of a save is in test_reliability.p
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,8 +52,9 @@ def test_save_then_load_gives_back_the_same_checkpoint(tmp_path):
 
 def test_save_overwrites_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "last.pt"
+    checkpoint, _ = small_checkpoint()
     for epoch in (1, 2):
-        common.save_checkpoint({"model": {}, "config": {}, "epoch": epoch}, path)
+        common.save_checkpoint(dict(checkpoint, epoch=epoch), path)
     assert common.load_checkpoint(path)["epoch"] == 2
     assert os.listdir(tmp_path) == ["last.pt"]
 
@@ -147,3 +149,115 @@ def test_weights_that_do_not_fit_the_named_model_are_refused():
     checkpoint["config"]["model"]["num_classes"] = 10  # the weights score 3 classes, not 10
     with pytest.raises(common.UserError, match="do not match"):
         common.model_from_checkpoint(checkpoint)
+
+
+# ---- Checkpoints edited by hand or written by another program -------------------------------
+def without(checkpoint, *keys):
+    """A deep copy of `checkpoint` with the entry at the path `keys` removed."""
+    import copy
+
+    edited = copy.deepcopy(checkpoint)
+    inner = edited
+    for key in keys[:-1]:
+        inner = inner[key]
+    del inner[keys[-1]]
+    return edited
+
+
+@pytest.mark.parametrize("keys", [("model",), ("config",), ("config", "classes"),
+                                  ("config", "mean"), ("config", "model", "size"),
+                                  ("config", "model", "num_classes")])
+def test_a_checkpoint_missing_what_every_script_reads_is_one_sentence(keys, tmp_path):
+    checkpoint, _ = small_checkpoint()
+    path = tmp_path / "best.pt"
+    common.save_checkpoint(without(checkpoint, *keys), path)
+    with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
+        common.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("keys", [("epoch",), ("optimizer",), ("history",),
+                                  ("best_val_accuracy",), ("config", "lr")])
+def test_a_checkpoint_missing_what_resume_reads_is_refused_only_for_resume(keys, tmp_path):
+    from conftest import make_checkpoint
+
+    checkpoint = make_checkpoint(tmp_path / "complete.pt")
+    assert common.load_checkpoint(tmp_path / "complete.pt", for_resume=True)["epoch"] == 1
+    common.save_checkpoint(without(checkpoint, *keys), tmp_path / "last.pt")
+    with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
+        common.load_checkpoint(tmp_path / "last.pt", for_resume=True)
+
+
+def test_an_unknown_model_size_or_wrong_class_count_is_refused(tmp_path):
+    checkpoint, _ = small_checkpoint()
+    for edit in ({"size": "huge", "num_classes": 3}, {"size": "small", "num_classes": 4}):
+        edited = dict(checkpoint, config=dict(checkpoint["config"], model=edit))
+        common.save_checkpoint(edited, tmp_path / "best.pt")
+        with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
+            common.load_checkpoint(tmp_path / "best.pt")
+
+
+def test_renamed_weights_are_one_sentence():
+    checkpoint, _ = small_checkpoint()
+    checkpoint["model"] = {"renamed." + name: value for name, value in checkpoint["model"].items()}
+    with pytest.raises(common.UserError, match="do not match"):
+        common.model_from_checkpoint(checkpoint)
+
+
+# ---- write_atomically and lock_folder ----------------------------------------------------------
+def test_a_failed_write_keeps_the_previous_file_and_says_so(tmp_path):
+    path = tmp_path / "history.json"
+    common.write_atomically(path, lambda file: file.write(b"old"))
+
+    def fail(file):
+        file.write(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file: no space left")
+
+    with pytest.raises(common.UserError, match="previous file is unchanged"):
+        common.write_atomically(path, fail)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["history.json"]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_writing_where_a_file_blocks_the_folder_is_one_sentence(where, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    folder = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "below"
+    with pytest.raises(common.UserError, match="nothing was written"):
+        common.save_checkpoint({"model": {}}, folder / "last.pt")
+    with pytest.raises(common.UserError, match="cannot use"):
+        with common.lock_folder(folder):
+            pass
+
+
+def test_a_read_only_folder_is_one_sentence(tmp_path, monkeypatch):
+    # In a read-only folder, creating the temporary file fails, and so does removing it. (The
+    # system's answers are imitated: as root, as in CI, a folder's permissions stop nothing.)
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "unlink", refuse)
+        patch.setattr("builtins.open", refuse)
+        with pytest.raises(common.UserError) as error:
+            common.save_checkpoint({"model": {}}, tmp_path / "last.pt")
+    assert "could not write" in str(error.value) and "Permission denied" in str(error.value)
+
+
+def test_one_run_at_a_time_and_leftovers_of_killed_saves_are_cleaned(tmp_path):
+    (tmp_path / ".last.pt.12345.tmp").write_bytes(b"half a checkpoint")
+    with common.lock_folder(tmp_path):
+        assert not (tmp_path / ".last.pt.12345.tmp").exists()
+        with pytest.raises(common.UserError, match="another run is writing"):
+            with common.lock_folder(tmp_path):
+                pass
+    with common.lock_folder(tmp_path):  # released at the end of the block
+        pass
+
+
+def test_a_damaged_pickle_is_called_corrupt_not_dangerous(tmp_path):
+    # It starts like a pickle (protocol 4), but what follows is noise: nothing asks for code.
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"\x80\x04" + bytes(range(256)) * 10)
+    with pytest.raises(common.UserError) as error:
+        common.load_checkpoint(path)
+    assert "corrupt" in str(error.value) and "run code" not in str(error.value)

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import common
-from test_05_train import (EASY_COLOURS, assert_ok, assert_refused, finish, make_image_folder,
-                           run_in_process, start)
+from test_05_train import (EASY_COLOURS, assert_ok, assert_refused, finish, load_script,
+                           make_image_folder, run_in_process, start)
 from test_common_checkpoints import CodeOnLoad
 
 TRAIN = "05_train.py"
@@ -113,8 +113,13 @@ def weights_are_finite(checkpoint):
 
 # ---- Atomic checkpoints --------------------------------------------------------------------------
 def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from conftest import make_checkpoint
+
     path = tmp_path / "last.pt"
-    common.save_checkpoint({"model": {"weight": torch.ones(3)}, "config": {}, "epoch": 1}, path)
+    checkpoint = make_checkpoint(path)
+    weights = checkpoint["model"]
+    ones = {name: torch.ones_like(value) for name, value in weights.items()}
+    common.save_checkpoint(dict(checkpoint, model=ones, epoch=1), path)
     real_save = torch.save
 
     def save_half_then_crash(obj, file, *args, **kwargs):
@@ -125,12 +130,11 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", save_half_then_crash)
     with pytest.raises(common.UserError, match="could not write .*previous file is unchanged"):
-        common.save_checkpoint({"model": {"weight": torch.zeros(3)}, "config": {}, "epoch": 2},
-                               path)
+        common.save_checkpoint(dict(checkpoint, epoch=2), path)
     monkeypatch.undo()
-    checkpoint = common.load_checkpoint(path)
-    assert checkpoint["epoch"] == 1
-    assert torch.equal(checkpoint["model"]["weight"], torch.ones(3))
+    loaded = common.load_checkpoint(path)
+    assert loaded["epoch"] == 1
+    assert all(torch.equal(loaded["model"][name], ones[name]) for name in ones)
     assert [entry.name for entry in tmp_path.iterdir()] == ["last.pt"], "a temporary file was left"
 
 
@@ -294,8 +298,8 @@ def assert_checkpoints_untouched(checkpoint_dir, epoch=EPOCHS):
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(trained_checkpoints, small_data,
                                                                 capsys, monkeypatch):
     # A new run with an absurd learning rate, into a folder that holds a good finished run.
-    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--lr", 1e30,
-                                                  epochs=1),
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--lr", 10,
+                                                  "--overwrite", epochs=1),
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_refused(result, "--lr", "lower learning rate")
     assert_checkpoints_untouched(trained_checkpoints)
@@ -303,8 +307,8 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(trained_checkpoi
 
 def test_diverging_run_with_few_steps_per_epoch_is_stopped_too(trained_checkpoints, small_data,
                                                                capsys, monkeypatch):
-    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--lr", 1e30,
-                                                  "--batch-size", 36, epochs=1),
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--lr", 10,
+                                                  "--batch-size", 36, "--overwrite", epochs=1),
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_refused(result, "--lr")
     assert_checkpoints_untouched(trained_checkpoints)
@@ -312,25 +316,187 @@ def test_diverging_run_with_few_steps_per_epoch_is_stopped_too(trained_checkpoin
 
 def test_resume_with_a_huge_lr_is_not_silently_ignored(trained_checkpoints, small_data,
                                                        capsys, monkeypatch):
-    # Either the new --lr is used (and the run diverges and stops) or the run refuses it; both end
-    # with exit 1, a sentence about --lr, and the good checkpoints kept.
+    # A resumed run keeps its schedule, so another --lr is refused like another --batch-size:
+    # exit 1, a sentence about --lr, and the good checkpoints kept.
     result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
-                                                  "--lr", 1e30, epochs=EPOCHS + 1),
+                                                  "--lr", 5, epochs=EPOCHS + 1),
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_refused(result, "--lr")
     assert_checkpoints_untouched(trained_checkpoints)
 
 
 # ---- A new run over old checkpoints --------------------------------------------------------------
-def test_new_run_over_old_checkpoints_says_what_it_replaces(trained_checkpoints, small_data,
-                                                            capsys, monkeypatch):
+def folder_bytes(folder):
+    """{file name: content} of the checkpoints in a folder, to tell whether anything changed."""
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.pt"))}
+
+
+def test_new_run_never_replaces_a_trained_model_without_being_asked(trained_checkpoints,
+                                                                    small_data, capsys,
+                                                                    monkeypatch):
+    before = folder_bytes(trained_checkpoints)
     result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, epochs=1),
                             capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, str(trained_checkpoints), "--resume", "--checkpoint-dir", "--overwrite")
+    assert folder_bytes(trained_checkpoints) == before
+    # Asked for, it replaces them.
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--overwrite",
+                                                  epochs=1),
+                            capsys=capsys, monkeypatch=monkeypatch)
     assert_ok(result)
-    notice = [line for line in result.stdout.splitlines() if "replace" in line]
-    assert notice and str(trained_checkpoints) in notice[0], result.stdout
-    assert "--resume" in notice[0]
     assert common.load_checkpoint(trained_checkpoints / "last.pt")["epoch"] == 1
+    assert common.load_checkpoint(trained_checkpoints / "best.pt")["epoch"] == 1
+
+
+def test_fake_data_runs_keep_out_of_the_real_checkpoints(monkeypatch):
+    training = common.import_script("05_train")
+    evaluation = common.import_script("06_evaluate")
+    for fake, folder in ((["--fake-data"], common.CHECKPOINT_DIR / "fake"),
+                         ([], common.CHECKPOINT_DIR)):
+        monkeypatch.setattr("sys.argv", ["05_train.py", *fake])
+        assert training.parse_args().checkpoint_dir == folder
+        monkeypatch.setattr("sys.argv", ["06_evaluate.py", *fake])
+        assert evaluation.parse_args().checkpoint == folder / "best.pt"
+
+
+def test_one_run_at_a_time_per_checkpoint_folder(trained_checkpoints, small_data, capsys,
+                                                 monkeypatch):
+    before = folder_bytes(trained_checkpoints)
+    with common.lock_folder(trained_checkpoints):  # another run holds the folder
+        result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints,
+                                                      "--resume", epochs=EPOCHS + 1),
+                                capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "another run is writing to", str(trained_checkpoints))
+    assert folder_bytes(trained_checkpoints) == before
+
+
+def test_stopped_between_the_two_saves_best_pt_is_never_lost(tmp_path, small_data, capsys,
+                                                             monkeypatch):
+    # Stop the run right after the first of the two files of an improving epoch is written:
+    # whatever last.pt then claims as the best accuracy, best.pt must hold it.
+    real_save = common.save_checkpoint
+    saves = []
+
+    def save_then_stop(checkpoint, path):
+        real_save(checkpoint, path)
+        saves.append(path.name)
+        if len(saves) == 3:  # epoch 1: best.pt and last.pt; epoch 2 (improved): the first file
+            raise KeyboardInterrupt  # what kill -9 at that moment leaves behind, minus the rest
+
+    monkeypatch.setattr(common, "save_checkpoint", save_then_stop)
+    # Every epoch scores better than the one before, so epoch 2 writes both files.
+    script = load_script(TRAIN)
+    scores = iter([0.5, 0.6, 0.7])
+    monkeypatch.setattr(script, "evaluate", lambda *args: (1.0, next(scores)))
+    checkpoint_dir = tmp_path / "checkpoints"
+    result = run_in_process(TRAIN, *training_args(small_data, checkpoint_dir, epochs=3),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 130, result.stderr
+    assert saves[:2] == ["best.pt", "last.pt"]
+    last = common.load_checkpoint(checkpoint_dir / "last.pt")
+    best = common.load_checkpoint(checkpoint_dir / "best.pt")
+    assert best["history"]["val_accuracy"][-1] >= last["best_val_accuracy"]
+    assert best["epoch"] == 2  # the new best was written before last.pt
+    # Interrupted while saving epoch 2: last.pt holds epoch 1, and the hint says so.
+    assert last["epoch"] == 1 and "holds the 1 finished epoch(s)" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_checkpoint_dir_that_cannot_be_a_folder_is_one_sentence(where, tmp_path, small_data,
+                                                                  capsys, monkeypatch):
+    (tmp_path / "taken").write_text("a file")
+    folder = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "below"
+    result = run_in_process(TRAIN, *training_args(small_data, folder, epochs=1),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "--checkpoint-dir")
+
+
+def test_a_full_disk_while_saving_is_one_sentence_and_keeps_the_last_epoch(
+        trained_checkpoints, small_data, capsys, monkeypatch):
+    before = folder_bytes(trained_checkpoints)
+
+    def disk_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed "
+                           "writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                  epochs=EPOCHS + 1),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "could not write", "previous file is unchanged")
+    assert folder_bytes(trained_checkpoints) == before
+
+
+@pytest.mark.parametrize("script", [TRAIN, EVALUATE])
+def test_an_output_dir_that_is_a_file_is_one_sentence(script, trained_checkpoints, small_data,
+                                                      tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").write_text("a file")
+    if script == TRAIN:
+        flags = training_args(small_data, tmp_path / "new_run", epochs=1)
+        flags[flags.index("--output-dir") + 1] = tmp_path / "taken"
+    else:
+        flags = ["--data-dir", small_data, "--checkpoint", trained_checkpoints / "best.pt",
+                 "--device", "cpu", "--output-dir", tmp_path / "taken"]
+    result = run_in_process(script, *flags, capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "could not write", str(tmp_path / "taken"))
+
+
+def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, small_data, capsys,
+                                                           monkeypatch):
+    import os
+
+    training = load_script(TRAIN)  # the module run_in_process runs
+    real_epoch = training.train_one_epoch
+
+    def epoch_then_sigterm(*args, **kwargs):
+        result = real_epoch(*args, **kwargs)
+        if kwargs["description"].startswith("epoch 2/"):
+            os.kill(os.getpid(), signal.SIGTERM)  # what a shutdown or a cluster sends
+        return result
+
+    monkeypatch.setattr(training, "train_one_epoch", epoch_then_sigterm)
+    checkpoint_dir = tmp_path / "checkpoints"
+    try:
+        result = run_in_process(TRAIN, *training_args(small_data, checkpoint_dir, epochs=3),
+                                capsys=capsys, monkeypatch=monkeypatch)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert result.returncode == 130
+    assert "holds the 1 finished epoch(s)" in result.stderr and "--resume" in result.stderr
+    assert common.load_checkpoint(checkpoint_dir / "last.pt")["epoch"] == 1
+
+
+def test_resume_with_more_epochs_keeps_the_schedule_without_a_jump(trained_checkpoints,
+                                                                   small_data, capsys,
+                                                                   monkeypatch):
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                  epochs=EPOCHS + 2),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_ok(result)
+    assert f"planned for {EPOCHS} epochs" in result.stdout
+    rates = common.load_checkpoint(trained_checkpoints / "last.pt")["history"]["lr"]
+    assert len(rates) == EPOCHS + 2
+    # The finished schedule had decayed to its floor; the extra epochs stay there.
+    assert rates[EPOCHS:] == pytest.approx([rates[EPOCHS - 1]] * 2)
+
+
+def test_resume_without_a_run_says_what_to_do(tmp_path, small_data, capsys, monkeypatch):
+    result = run_in_process(TRAIN, *training_args(small_data, tmp_path / "empty", "--resume"),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    line = assert_refused(result, "--resume", "--checkpoint-dir")
+    assert "--checkpoint " not in line  # 05_train.py has no --checkpoint flag
+
+
+def test_a_channel_that_never_changes_trains_without_nan(tmp_path, capsys, monkeypatch):
+    # Every image grey: the three channels are equal, and in a folder of one-colour images the
+    # blue channel is 0 everywhere, so its standard deviation is 0.
+    colours = {"dark": (60, 60, 0), "light": (200, 200, 0)}
+    data_dir = make_image_folder(tmp_path / "data", colours, train_per_class=20, test_per_class=4)
+    result = run_in_process(TRAIN, *training_args(data_dir, tmp_path / "checkpoints", epochs=2),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_ok(result)
+    history = common.load_checkpoint(tmp_path / "checkpoints" / "last.pt")["history"]
+    assert all(math.isfinite(value) for value in history["train_loss"] + history["val_loss"])
 
 
 # ---- Invalid flags: refused by argparse before any work starts ----------------------------------
@@ -339,8 +505,11 @@ def test_new_run_over_old_checkpoints_says_what_it_replaces(trained_checkpoints,
     (TRAIN, ["--lr", "-0.1"], "--lr"),
     (TRAIN, ["--lr", "nan"], "--lr"),
     (TRAIN, ["--batch-size", "0"], "--batch-size"),
+    (TRAIN, ["--batch-size", str(2 ** 63)], "--batch-size"),
+    (TRAIN, ["--lr", "1e308"], "--lr"),
+    (TRAIN, ["--weight-decay", "nan"], "--weight-decay"),
+    (TRAIN, ["--seed", "-1"], "--seed"),
     (TRAIN, ["--data-dir", "{tmp}/no_such_folder"], "--data-dir"),
-    (EVALUATE, ["--checkpoint", "{tmp}/no_such_file.pt"], "--checkpoint"),
     (EVALUATE, ["--batch-size", "-5", "--checkpoint", "{tmp}/empty.pt"], "--batch-size"),
 ])
 def test_invalid_flag_is_refused_before_any_work(script, flags, named, tmp_path, capsys,
@@ -357,6 +526,14 @@ def test_invalid_flag_is_refused_before_any_work(script, flags, named, tmp_path,
 
 
 # ---- Subprocess failures: a download that fails half-way ----------------------------------------
+def test_evaluate_without_the_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch):
+    result = run_in_process(EVALUATE, "--fake-data", "--checkpoint", tmp_path / "no_such_file.pt",
+                            "--output-dir", tmp_path / "out", capsys=capsys,
+                            monkeypatch=monkeypatch)
+    assert_refused(result, "no_such_file.pt", "05_train.py")
+    assert result.stdout == "" and not (tmp_path / "out").exists()
+
+
 def test_failed_download_leaves_nothing_that_breaks_the_next_try(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -367,4 +544,4 @@ def test_failed_download_leaves_nothing_that_breaks_the_next_try(tmp_path):
                           "--output-dir", tmp_path / "outputs"), timeout=120)
     assert_refused(result, "CIFAR-10", "--fake-data")
     assert list(data_dir.iterdir()) == [], "the failed download left files behind"
-    assert not (tmp_path / "checkpoints").exists()
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
