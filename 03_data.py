@@ -89,8 +89,13 @@ def data_source(data_dir, fake_data=False):
     "cifar10" (downloaded into --data-dir)."""
     if fake_data:
         return "fake"
-    if (Path(data_dir) / "train").is_dir() and (Path(data_dir) / "test").is_dir():
+    has = [(Path(data_dir) / split).is_dir() for split in ("train", "test")]
+    if all(has):
         return "folder"
+    if any(has):  # half of a folder of your own images: say so, rather than try a download
+        missing, present = ("test", "train") if has[0] else ("train", "test")
+        raise common.UserError(f"{data_dir} has a {present}/ folder but no {missing}/ folder; "
+                               "your own images need both, each with one subfolder per class.")
     return "cifar10"
 
 

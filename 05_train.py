@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+import checkpointing
 import common
 
 data = common.import_script("03_data")  # the data pipeline (a file name can't start `import 0...`)
@@ -343,13 +344,13 @@ def open_run(args, device):
         (lock, resumed): the folder's lock (None for a dry run, which writes nothing) and the
         checkpoint of last.pt to resume from (None for a new run).
     """
-    lock = None if args.dry_run else common.lock_folder(args.checkpoint_dir)
+    lock = None if args.dry_run else checkpointing.lock_folder(args.checkpoint_dir)
     last_path = args.checkpoint_dir / "last.pt"
     if args.resume:
         if not last_path.is_file():
             raise common.UserError(f"there is no {last_path} to resume; start a new run without "
                                    "--resume, or pass the --checkpoint-dir of the run to continue.")
-        return lock, common.load_checkpoint(last_path, device, for_resume=True)
+        return lock, checkpointing.load_checkpoint(last_path, device, for_resume=True)
     trained = [path for path in (last_path, args.checkpoint_dir / "best.pt") if path.exists()]
     if trained and not (args.overwrite or args.dry_run):
         raise common.UserError(
@@ -378,8 +379,8 @@ def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, hist
     # best.pt first: if the run is killed between the two writes, last.pt does not yet claim a
     # best accuracy that no best.pt holds, and the resumed run writes best.pt again.
     if improved:
-        common.save_checkpoint(checkpoint, checkpoint_dir / "best.pt")
-    common.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
+        checkpointing.save_checkpoint(checkpoint, checkpoint_dir / "best.pt")
+    checkpointing.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
 
 
 def check_resumable(checkpoint, args, config):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+import checkpointing
 import common
 
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
@@ -85,9 +86,9 @@ def confusion_matrix(predictions, labels, num_classes):
 def main():
     args = parse_args()
     device = common.get_device(args.device)
-    checkpoint = common.load_checkpoint(args.checkpoint, device)
+    checkpoint = checkpointing.load_checkpoint(args.checkpoint, device)
     config = checkpoint["config"]
-    model = common.model_from_checkpoint(checkpoint, device)
+    model = checkpointing.model_from_checkpoint(checkpoint, device)
     classes = config["classes"]
     print(f"Checkpoint: {args.checkpoint} (epoch {checkpoint['epoch']}, model "
           f"{config['model']['size']}, best validation accuracy "

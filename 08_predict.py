@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+import checkpointing
 import common
 
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
@@ -146,9 +147,9 @@ def main():
     # the config, loads the weights and puts it in eval mode (07_save_load.py shows each step).
     # Eval mode matters: batch-norm then uses the statistics learned in training rather than
     # those of this batch, so an image gets the same answer whatever else is in the batch.
-    checkpoint = common.load_checkpoint(args.checkpoint, device="cpu")
+    checkpoint = checkpointing.load_checkpoint(args.checkpoint, device="cpu")
     config = checkpoint["config"]
-    model = common.model_from_checkpoint(checkpoint, device)
+    model = checkpointing.model_from_checkpoint(checkpoint, device)
     classes, mean, std = config["classes"], config["mean"], config["std"]
     top = min(args.top, len(classes))
     print(f"model: {args.checkpoint} ({config['model']['size']} CifarNet, {len(classes)} "

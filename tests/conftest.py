@@ -11,7 +11,8 @@ import torch
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # so tests can `import common`
 
-import common  # noqa: E402  (needs the path above)
+import checkpointing  # noqa: E402  (needs the path above)
+import common  # noqa: E402
 
 data = common.import_script("03_data")
 models = common.import_script("04_model")
@@ -82,5 +83,5 @@ def make_checkpoint(path, classes=data.CIFAR10_CLASSES):
                    "batch_size": 16, "seed": 0, "weight_decay": 5e-4, "label_smoothing": 0.2,
                    "augment": True, "steps_per_epoch": 2},
     }
-    common.save_checkpoint(checkpoint, path)
+    checkpointing.save_checkpoint(checkpoint, path)
     return checkpoint

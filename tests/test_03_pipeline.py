@@ -333,3 +333,11 @@ def test_torchvisions_random_crop_and_flip_makes_the_same_kind_of_image():
         output = transforms.PILToTensor()(geometric(data.to_pil(image)))
         candidates = shifted_and_flipped(image.float(), padding=data.AUGMENT_PADDING)
         assert (candidates == output.float()).flatten(1).all(dim=1).sum() == 1
+
+
+@pytest.mark.parametrize("present", ["train", "test"])
+def test_half_an_image_folder_names_what_is_missing(present, tmp_path):
+    (tmp_path / present / "cats").mkdir(parents=True)
+    missing = "test" if present == "train" else "train"
+    with pytest.raises(common.UserError, match=f"no {missing}/ folder"):
+        data.load_split(tmp_path, "train")

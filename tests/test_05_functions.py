@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets, transforms
 
+import checkpointing
 import common
 from conftest import make_checkpoint
 
@@ -85,7 +86,7 @@ def test_training_stops_loudly_when_the_loss_is_not_finite():
 def test_05_06_and_08_give_the_same_answers_for_the_same_images(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "best.pt")
     config = checkpoint["config"]
-    model = common.model_from_checkpoint(common.load_checkpoint(tmp_path / "best.pt"))
+    model = checkpointing.model_from_checkpoint(checkpointing.load_checkpoint(tmp_path / "best.pt"))
     torch.manual_seed(0)
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (12,))

@@ -24,6 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
+import checkpointing
 import common
 
 data = common.import_script("03_data")
@@ -197,7 +198,7 @@ def training_runs(tmp_path_factory):
 
 def history_of(checkpoint_path):
     """The history dict stored in a checkpoint."""
-    return common.load_checkpoint(checkpoint_path)["history"]
+    return checkpointing.load_checkpoint(checkpoint_path)["history"]
 
 
 # ---- Fixtures ---------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_fake_data_run_prints_the_key_lines(fake_run):
 
 def test_fake_data_run_writes_checkpoints_history_and_plot(fake_run):
     # Exactly the two checkpoints: no temporary file from the atomic save is left behind.
-    # (.lock is the folder's lock file, kept on purpose: see common.lock_folder.)
+    # (.lock is the folder's lock file, kept on purpose: see checkpointing.lock_folder.)
     assert sorted(path.name for path in fake_run.checkpoint_dir.iterdir()) == [
         ".lock", "best.pt", "last.pt"]
     assert (fake_run.output_dir / "history.json").is_file()
@@ -251,7 +252,7 @@ def test_fake_data_run_writes_checkpoints_history_and_plot(fake_run):
 
 
 def test_checkpoint_holds_what_the_later_scripts_need(fake_run):
-    checkpoint = common.load_checkpoint(fake_run.checkpoint_dir / "last.pt")
+    checkpoint = checkpointing.load_checkpoint(fake_run.checkpoint_dir / "last.pt")
     assert checkpoint["epoch"] == 1
     config = checkpoint["config"]
     assert config["model"] == {"size": "small", "num_classes": 10}
@@ -267,7 +268,7 @@ def test_checkpoint_holds_what_the_later_scripts_need(fake_run):
                 "seconds"):
         assert len(history[key]) == 1, key
     assert json.loads((fake_run.output_dir / "history.json").read_text()) == history
-    model = common.model_from_checkpoint(checkpoint)
+    model = checkpointing.model_from_checkpoint(checkpoint)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -290,7 +291,7 @@ def test_training_learns_an_easy_dataset(easy_run):
     assert history["train_loss"][1] < history["train_loss"][0]
     assert history["val_accuracy"][-1] >= 0.9, history["val_accuracy"]
     assert "Data: 180 training and 20 validation images, 4 classes" in easy_run.result.stdout
-    config = common.load_checkpoint(easy_run.checkpoint_dir / "last.pt")["config"]
+    config = checkpointing.load_checkpoint(easy_run.checkpoint_dir / "last.pt")["config"]
     assert config["data"] == "folder"
     assert config["classes"] == sorted(EASY_COLOURS)
     # Own images are normalised with their own statistics: the mean of the four colours, here.
@@ -299,8 +300,8 @@ def test_training_learns_an_easy_dataset(easy_run):
 
 
 def test_best_checkpoint_is_the_epoch_with_the_best_validation_accuracy(easy_run):
-    last = common.load_checkpoint(easy_run.checkpoint_dir / "last.pt")
-    best = common.load_checkpoint(easy_run.checkpoint_dir / "best.pt")
+    last = checkpointing.load_checkpoint(easy_run.checkpoint_dir / "last.pt")
+    best = checkpointing.load_checkpoint(easy_run.checkpoint_dir / "best.pt")
     accuracies = last["history"]["val_accuracy"]
     assert best["epoch"] == 1 + accuracies.index(max(accuracies))  # the first epoch to reach it
     assert best["best_val_accuracy"] == last["best_val_accuracy"] == max(accuracies)
@@ -319,7 +320,7 @@ def test_resume_keeps_the_history_and_adds_the_new_epoch(easy_run, resumed_run):
     for key, values in before.items():
         assert after[key][:2] == values, key
     assert np.isfinite(after["train_loss"][2])
-    assert common.load_checkpoint(resumed_run.checkpoint_dir / "last.pt")["epoch"] == 3
+    assert checkpointing.load_checkpoint(resumed_run.checkpoint_dir / "last.pt")["epoch"] == 3
     saved = json.loads((resumed_run.output_dir / "history.json").read_text())
     assert saved == after
 

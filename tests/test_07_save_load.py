@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+import checkpointing
 import common
 from conftest import REPO_DIR, make_checkpoint
 
@@ -71,8 +72,8 @@ def test_exported_model_matches_the_original(output, workspace):
         assert float(match.group(1)) < 1e-5
     # ...and a check of our own: the exported file, loaded here, against the checkpoint's model,
     # on a batch size it was not exported with.
-    checkpoint = common.load_checkpoint(workspace / "best.pt")
-    model = common.model_from_checkpoint(checkpoint)
+    checkpoint = checkpointing.load_checkpoint(workspace / "best.pt")
+    model = checkpointing.model_from_checkpoint(checkpoint)
     exported = torch.export.load(workspace / "export" / "cifarnet_exported.pt2").module()
     images = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -82,7 +83,7 @@ def test_exported_model_matches_the_original(output, workspace):
 
 def test_state_dict_file_holds_the_trained_weights(output, workspace):
     state_dict = torch.load(workspace / "export" / "cifarnet_state_dict.pt", weights_only=True)
-    trained = common.load_checkpoint(workspace / "best.pt")["model"]
+    trained = checkpointing.load_checkpoint(workspace / "best.pt")["model"]
     assert list(state_dict) == list(trained)
     for name, tensor in trained.items():
         assert torch.equal(state_dict[name], tensor), name
@@ -161,7 +162,7 @@ def test_weights_that_do_not_fit_the_model_are_one_sentence(run, tmp_path):
     # the checkpoint's structure is fine, but load_state_dict finds no "stem.0.weight".
     checkpoint["model"] = {name.replace("stem.", "first."): tensor
                            for name, tensor in checkpoint["model"].items()}
-    common.save_checkpoint(checkpoint, tmp_path / "renamed.pt")
+    checkpointing.save_checkpoint(checkpoint, tmp_path / "renamed.pt")
     result = run(SCRIPT, "--checkpoint", tmp_path / "renamed.pt", "--device", "cpu",
                  "--output-dir", tmp_path / "export", timeout=120)
     check_one_sentence(result, str(tmp_path / "renamed.pt"), "do not fit")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+import checkpointing
 import common
 from conftest import REPO_DIR, make_checkpoint
 
@@ -167,8 +168,8 @@ def test_shrink_is_torchvisions_resize_and_center_crop(predict_module):
 
 def test_an_image_gets_the_same_answer_alone_or_in_a_batch(predict_module, workspace):
     # Eval mode: batch-norm uses its stored statistics, so the other images cannot matter.
-    checkpoint = common.load_checkpoint(workspace / "best.pt")
-    model = common.model_from_checkpoint(checkpoint)
+    checkpoint = checkpointing.load_checkpoint(workspace / "best.pt")
+    model = checkpointing.model_from_checkpoint(checkpoint)
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
     config = checkpoint["config"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+import checkpointing
 import common
 from conftest import make_checkpoint
 
@@ -30,7 +31,7 @@ def read(path):
 @pytest.fixture(scope="module")
 def model_and_config(tmp_path_factory):
     checkpoint = make_checkpoint(tmp_path_factory.mktemp("images") / "best.pt")
-    return common.model_from_checkpoint(checkpoint), checkpoint["config"]
+    return checkpointing.model_from_checkpoint(checkpoint), checkpoint["config"]
 
 
 def probabilities(tensors, model_and_config):

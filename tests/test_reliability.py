@@ -18,10 +18,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import checkpointing
 import common
 from test_05_train import (EASY_COLOURS, assert_ok, assert_refused, finish, load_script,
                            make_image_folder, run_in_process, start)
-from test_common_checkpoints import CodeOnLoad
+from test_checkpointing import CodeOnLoad
 
 TRAIN = "05_train.py"
 EVALUATE = "06_evaluate.py"
@@ -119,7 +120,7 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     checkpoint = make_checkpoint(path)
     weights = checkpoint["model"]
     ones = {name: torch.ones_like(value) for name, value in weights.items()}
-    common.save_checkpoint(dict(checkpoint, model=ones, epoch=1), path)
+    checkpointing.save_checkpoint(dict(checkpoint, model=ones, epoch=1), path)
     real_save = torch.save
 
     def save_half_then_crash(obj, file, *args, **kwargs):
@@ -130,9 +131,9 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
 
     monkeypatch.setattr(torch, "save", save_half_then_crash)
     with pytest.raises(common.UserError, match="could not write .*previous file is unchanged"):
-        common.save_checkpoint(dict(checkpoint, epoch=2), path)
+        checkpointing.save_checkpoint(dict(checkpoint, epoch=2), path)
     monkeypatch.undo()
-    loaded = common.load_checkpoint(path)
+    loaded = checkpointing.load_checkpoint(path)
     assert loaded["epoch"] == 1
     assert all(torch.equal(loaded["model"][name], ones[name]) for name in ones)
     assert [entry.name for entry in tmp_path.iterdir()] == ["last.pt"], "a temporary file was left"
@@ -143,7 +144,7 @@ def test_killed_mid_epoch_leaves_a_loadable_checkpoint(interrupted_runs):
     killed = interrupted_runs["killed"]
     assert killed.running_when_signalled, "the run ended before it could be killed"
     assert killed.result.returncode == -signal.SIGKILL
-    checkpoint = common.load_checkpoint(killed.left_behind / "last.pt")
+    checkpoint = checkpointing.load_checkpoint(killed.left_behind / "last.pt")
     assert 1 <= checkpoint["epoch"] < EPOCHS
     assert checkpoint["history"]["epoch"] == list(range(1, checkpoint["epoch"] + 1))
 
@@ -152,15 +153,15 @@ def test_killed_run_resumes_to_the_end(interrupted_runs):
     killed = interrupted_runs["killed"]
     assert_ok(killed.resume_result)
     assert "Resuming from" in killed.resume_result.stdout
-    checkpoint = common.load_checkpoint(killed.checkpoint_dir / "last.pt")
+    checkpoint = checkpointing.load_checkpoint(killed.checkpoint_dir / "last.pt")
     assert checkpoint["epoch"] == EPOCHS
     assert checkpoint["history"]["epoch"] == list(range(1, EPOCHS + 1))
 
 
 def test_resumed_run_computes_the_same_numbers_as_an_uninterrupted_one(interrupted_runs, reference):
     # Same flags, same seed, one CPU thread: resuming must not change a single epoch's result.
-    resumed = common.load_checkpoint(interrupted_runs["killed"].checkpoint_dir / "last.pt")
-    straight = common.load_checkpoint(reference.checkpoint_dir / "last.pt")
+    resumed = checkpointing.load_checkpoint(interrupted_runs["killed"].checkpoint_dir / "last.pt")
+    straight = checkpointing.load_checkpoint(reference.checkpoint_dir / "last.pt")
     for key in HISTORY_NUMBERS:
         assert resumed["history"][key] == pytest.approx(straight["history"][key], abs=1e-5), key
     for name, value in straight["model"].items():
@@ -174,7 +175,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(interrupted_runs):
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     assert "--resume" in result.stderr
-    checkpoint = common.load_checkpoint(interrupted.checkpoint_dir / "last.pt")
+    checkpoint = checkpointing.load_checkpoint(interrupted.checkpoint_dir / "last.pt")
     assert 1 <= checkpoint["epoch"] < EPOCHS
 
 
@@ -191,7 +192,7 @@ def test_ctrl_c_resume_command_repeats_the_runs_folders(interrupted_runs, small_
 # ---- Crafted and broken checkpoints -------------------------------------------------------------
 def crafted_checkpoint(source, path, marker):
     """A real checkpoint with one extra entry that would run code if unpickled unsafely."""
-    checkpoint = common.load_checkpoint(source)
+    checkpoint = checkpointing.load_checkpoint(source)
     checkpoint["payload"] = CodeOnLoad(marker)
     torch.save(checkpoint, path)
     return path
@@ -289,10 +290,10 @@ def test_resume_on_other_classes_of_the_same_number_is_refused(trained_checkpoin
 # ---- A loss that blows up -----------------------------------------------------------------------
 def assert_checkpoints_untouched(checkpoint_dir, epoch=EPOCHS):
     for name in ("last.pt", "best.pt"):
-        checkpoint = common.load_checkpoint(checkpoint_dir / name)
+        checkpoint = checkpointing.load_checkpoint(checkpoint_dir / name)
         assert weights_are_finite(checkpoint), f"{name} holds NaN or inf weights"
         assert all(math.isfinite(value) for value in checkpoint["history"]["train_loss"]), name
-    assert common.load_checkpoint(checkpoint_dir / "last.pt")["epoch"] == epoch
+    assert checkpointing.load_checkpoint(checkpoint_dir / "last.pt")["epoch"] == epoch
 
 
 def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(trained_checkpoints, small_data,
@@ -344,8 +345,8 @@ def test_new_run_never_replaces_a_trained_model_without_being_asked(trained_chec
                                                   epochs=1),
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_ok(result)
-    assert common.load_checkpoint(trained_checkpoints / "last.pt")["epoch"] == 1
-    assert common.load_checkpoint(trained_checkpoints / "best.pt")["epoch"] == 1
+    assert checkpointing.load_checkpoint(trained_checkpoints / "last.pt")["epoch"] == 1
+    assert checkpointing.load_checkpoint(trained_checkpoints / "best.pt")["epoch"] == 1
 
 
 def test_fake_data_runs_keep_out_of_the_real_checkpoints(monkeypatch):
@@ -362,7 +363,7 @@ def test_fake_data_runs_keep_out_of_the_real_checkpoints(monkeypatch):
 def test_one_run_at_a_time_per_checkpoint_folder(trained_checkpoints, small_data, capsys,
                                                  monkeypatch):
     before = folder_bytes(trained_checkpoints)
-    with common.lock_folder(trained_checkpoints):  # another run holds the folder
+    with checkpointing.lock_folder(trained_checkpoints):  # another run holds the folder
         result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints,
                                                       "--resume", epochs=EPOCHS + 1),
                                 capsys=capsys, monkeypatch=monkeypatch)
@@ -374,7 +375,7 @@ def test_stopped_between_the_two_saves_best_pt_is_never_lost(tmp_path, small_dat
                                                              monkeypatch):
     # Stop the run right after the first of the two files of an improving epoch is written:
     # whatever last.pt then claims as the best accuracy, best.pt must hold it.
-    real_save = common.save_checkpoint
+    real_save = checkpointing.save_checkpoint
     saves = []
 
     def save_then_stop(checkpoint, path):
@@ -383,7 +384,7 @@ def test_stopped_between_the_two_saves_best_pt_is_never_lost(tmp_path, small_dat
         if len(saves) == 3:  # epoch 1: best.pt and last.pt; epoch 2 (improved): the first file
             raise KeyboardInterrupt  # what kill -9 at that moment leaves behind, minus the rest
 
-    monkeypatch.setattr(common, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save_then_stop)
     # Every epoch scores better than the one before, so epoch 2 writes both files.
     script = load_script(TRAIN)
     scores = iter([0.5, 0.6, 0.7])
@@ -393,8 +394,8 @@ def test_stopped_between_the_two_saves_best_pt_is_never_lost(tmp_path, small_dat
                             capsys=capsys, monkeypatch=monkeypatch)
     assert result.returncode == 130, result.stderr
     assert saves[:2] == ["best.pt", "last.pt"]
-    last = common.load_checkpoint(checkpoint_dir / "last.pt")
-    best = common.load_checkpoint(checkpoint_dir / "best.pt")
+    last = checkpointing.load_checkpoint(checkpoint_dir / "last.pt")
+    best = checkpointing.load_checkpoint(checkpoint_dir / "best.pt")
     assert best["history"]["val_accuracy"][-1] >= last["best_val_accuracy"]
     assert best["epoch"] == 2  # the new best was written before last.pt
     # Interrupted while saving epoch 2: last.pt holds epoch 1, and the hint says so.
@@ -463,7 +464,7 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, small_data, 
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert result.returncode == 130
     assert "holds the 1 finished epoch(s)" in result.stderr and "--resume" in result.stderr
-    assert common.load_checkpoint(checkpoint_dir / "last.pt")["epoch"] == 1
+    assert checkpointing.load_checkpoint(checkpoint_dir / "last.pt")["epoch"] == 1
 
 
 def test_resume_with_more_epochs_keeps_the_schedule_without_a_jump(trained_checkpoints,
@@ -474,7 +475,7 @@ def test_resume_with_more_epochs_keeps_the_schedule_without_a_jump(trained_check
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_ok(result)
     assert f"planned for {EPOCHS} epochs" in result.stdout
-    rates = common.load_checkpoint(trained_checkpoints / "last.pt")["history"]["lr"]
+    rates = checkpointing.load_checkpoint(trained_checkpoints / "last.pt")["history"]["lr"]
     assert len(rates) == EPOCHS + 2
     # The finished schedule had decayed to its floor; the extra epochs stay there.
     assert rates[EPOCHS:] == pytest.approx([rates[EPOCHS - 1]] * 2)
@@ -495,7 +496,7 @@ def test_a_channel_that_never_changes_trains_without_nan(tmp_path, capsys, monke
     result = run_in_process(TRAIN, *training_args(data_dir, tmp_path / "checkpoints", epochs=2),
                             capsys=capsys, monkeypatch=monkeypatch)
     assert_ok(result)
-    history = common.load_checkpoint(tmp_path / "checkpoints" / "last.pt")["history"]
+    history = checkpointing.load_checkpoint(tmp_path / "checkpoints" / "last.pt")["history"]
     assert all(math.isfinite(value) for value in history["train_loss"] + history["val_loss"])
 
 

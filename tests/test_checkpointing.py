@@ -1,5 +1,6 @@
-"""Unit tests for the checkpoint helpers of common.py: save_checkpoint, load_checkpoint and
-model_from_checkpoint. (A crash in the middle of a save is in test_reliability.py.)"""
+"""Unit tests for checkpointing.py (save, load, the layout check, model_from_checkpoint, the
+folder lock) and common.write_atomically. (A crash in the middle of a save is in
+test_reliability.py.)"""
 
 import os
 import pickle
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpointing
 import common
 
 data = common.import_script("03_data")
@@ -41,8 +43,8 @@ class CodeOnLoad:
 def test_save_then_load_gives_back_the_same_checkpoint(tmp_path):
     checkpoint, _ = small_checkpoint()
     path = tmp_path / "nested" / "folder" / "last.pt"  # folders are created
-    common.save_checkpoint(checkpoint, path)
-    loaded = common.load_checkpoint(path)
+    checkpointing.save_checkpoint(checkpoint, path)
+    loaded = checkpointing.load_checkpoint(path)
     assert loaded.keys() == checkpoint.keys()
     for name, value in checkpoint["model"].items():
         assert torch.equal(loaded["model"][name], value), name
@@ -54,44 +56,44 @@ def test_save_overwrites_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "last.pt"
     checkpoint, _ = small_checkpoint()
     for epoch in (1, 2):
-        common.save_checkpoint(dict(checkpoint, epoch=epoch), path)
-    assert common.load_checkpoint(path)["epoch"] == 2
+        checkpointing.save_checkpoint(dict(checkpoint, epoch=epoch), path)
+    assert checkpointing.load_checkpoint(path)["epoch"] == 2
     assert os.listdir(tmp_path) == ["last.pt"]
 
 
 # ---- load_checkpoint -----------------------------------------------------------------------------
 def test_missing_checkpoint_says_to_train_first(tmp_path):
     with pytest.raises(common.UserError, match="05_train.py"):
-        common.load_checkpoint(tmp_path / "best.pt")
+        checkpointing.load_checkpoint(tmp_path / "best.pt")
 
 
 def test_a_folder_is_not_a_checkpoint(tmp_path):
     with pytest.raises(common.UserError, match="no checkpoint"):
-        common.load_checkpoint(tmp_path)
+        checkpointing.load_checkpoint(tmp_path)
 
 
 @pytest.mark.parametrize("cut", [0, 100, 0.5, -10])
 def test_truncated_checkpoint_is_refused(cut, tmp_path):
     path = tmp_path / "last.pt"
-    common.save_checkpoint(small_checkpoint()[0], path)
+    checkpointing.save_checkpoint(small_checkpoint()[0], path)
     data = path.read_bytes()
     path.write_bytes(data[: int(cut * len(data)) if isinstance(cut, float) else cut])
     with pytest.raises(common.UserError, match="last.pt"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
 
 
 def test_random_bytes_are_refused(tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(bytes(range(256)) * 100)
     with pytest.raises(common.UserError, match="last.pt"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
 
 
 def test_random_bytes_are_called_corrupt_not_dangerous(tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(bytes(range(256)) * 100)
     with pytest.raises(common.UserError) as error:
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
     assert "run code" not in str(error.value)
     assert "corrupt" in str(error.value)
 
@@ -101,7 +103,7 @@ def test_a_text_file_is_refused(text, tmp_path):
     path = tmp_path / "last.pt"
     path.write_text(text)
     with pytest.raises(common.UserError, match="last.pt"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # pickle.dump's protocol
@@ -114,7 +116,7 @@ def test_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(write
     with open(path, "wb") as file:
         (torch.save if writer == "torch.save" else pickle.dump)(checkpoint, file)
     with pytest.raises(common.UserError, match="refused"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
     assert not marker.exists()
 
 
@@ -123,15 +125,15 @@ def test_data_that_is_not_a_checkpoint_is_refused(content, tmp_path):
     path = tmp_path / "last.pt"
     torch.save(content, path)
     with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
 
 
 # ---- model_from_checkpoint -----------------------------------------------------------------------
 def test_model_from_checkpoint_rebuilds_the_same_network_in_eval_mode(tmp_path):
     checkpoint, original = small_checkpoint(num_classes=4)
     path = tmp_path / "best.pt"
-    common.save_checkpoint(checkpoint, path)
-    rebuilt = common.model_from_checkpoint(common.load_checkpoint(path))
+    checkpointing.save_checkpoint(checkpoint, path)
+    rebuilt = checkpointing.model_from_checkpoint(checkpointing.load_checkpoint(path))
     assert not rebuilt.training
     assert rebuilt is not original
     # In the channels_last layout, the one 03_data.prepare_batch gives the batches.
@@ -148,7 +150,7 @@ def test_weights_that_do_not_fit_the_named_model_are_refused():
     checkpoint, _ = small_checkpoint(num_classes=3)
     checkpoint["config"]["model"]["num_classes"] = 10  # the weights score 3 classes, not 10
     with pytest.raises(common.UserError, match="do not match"):
-        common.model_from_checkpoint(checkpoint)
+        checkpointing.model_from_checkpoint(checkpoint)
 
 
 # ---- Checkpoints edited by hand or written by another program -------------------------------
@@ -170,9 +172,9 @@ def without(checkpoint, *keys):
 def test_a_checkpoint_missing_what_every_script_reads_is_one_sentence(keys, tmp_path):
     checkpoint, _ = small_checkpoint()
     path = tmp_path / "best.pt"
-    common.save_checkpoint(without(checkpoint, *keys), path)
+    checkpointing.save_checkpoint(without(checkpoint, *keys), path)
     with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
 
 
 @pytest.mark.parametrize("keys", [("epoch",), ("optimizer",), ("history",),
@@ -181,26 +183,26 @@ def test_a_checkpoint_missing_what_resume_reads_is_refused_only_for_resume(keys,
     from conftest import make_checkpoint
 
     checkpoint = make_checkpoint(tmp_path / "complete.pt")
-    assert common.load_checkpoint(tmp_path / "complete.pt", for_resume=True)["epoch"] == 1
-    common.save_checkpoint(without(checkpoint, *keys), tmp_path / "last.pt")
+    assert checkpointing.load_checkpoint(tmp_path / "complete.pt", for_resume=True)["epoch"] == 1
+    checkpointing.save_checkpoint(without(checkpoint, *keys), tmp_path / "last.pt")
     with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
-        common.load_checkpoint(tmp_path / "last.pt", for_resume=True)
+        checkpointing.load_checkpoint(tmp_path / "last.pt", for_resume=True)
 
 
 def test_an_unknown_model_size_or_wrong_class_count_is_refused(tmp_path):
     checkpoint, _ = small_checkpoint()
     for edit in ({"size": "huge", "num_classes": 3}, {"size": "small", "num_classes": 4}):
         edited = dict(checkpoint, config=dict(checkpoint["config"], model=edit))
-        common.save_checkpoint(edited, tmp_path / "best.pt")
+        checkpointing.save_checkpoint(edited, tmp_path / "best.pt")
         with pytest.raises(common.UserError, match="not a checkpoint written by 05_train.py"):
-            common.load_checkpoint(tmp_path / "best.pt")
+            checkpointing.load_checkpoint(tmp_path / "best.pt")
 
 
 def test_renamed_weights_are_one_sentence():
     checkpoint, _ = small_checkpoint()
     checkpoint["model"] = {"renamed." + name: value for name, value in checkpoint["model"].items()}
     with pytest.raises(common.UserError, match="do not match"):
-        common.model_from_checkpoint(checkpoint)
+        checkpointing.model_from_checkpoint(checkpoint)
 
 
 # ---- write_atomically and lock_folder ----------------------------------------------------------
@@ -223,9 +225,9 @@ def test_writing_where_a_file_blocks_the_folder_is_one_sentence(where, tmp_path)
     (tmp_path / "taken").write_text("a file, not a folder")
     folder = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "below"
     with pytest.raises(common.UserError, match="nothing was written"):
-        common.save_checkpoint({"model": {}}, folder / "last.pt")
+        checkpointing.save_checkpoint({"model": {}}, folder / "last.pt")
     with pytest.raises(common.UserError, match="cannot use"):
-        with common.lock_folder(folder):
+        with checkpointing.lock_folder(folder):
             pass
 
 
@@ -239,18 +241,18 @@ def test_a_read_only_folder_is_one_sentence(tmp_path, monkeypatch):
         patch.setattr(Path, "unlink", refuse)
         patch.setattr("builtins.open", refuse)
         with pytest.raises(common.UserError) as error:
-            common.save_checkpoint({"model": {}}, tmp_path / "last.pt")
+            checkpointing.save_checkpoint({"model": {}}, tmp_path / "last.pt")
     assert "could not write" in str(error.value) and "Permission denied" in str(error.value)
 
 
 def test_one_run_at_a_time_and_leftovers_of_killed_saves_are_cleaned(tmp_path):
     (tmp_path / ".last.pt.12345.tmp").write_bytes(b"half a checkpoint")
-    with common.lock_folder(tmp_path):
+    with checkpointing.lock_folder(tmp_path):
         assert not (tmp_path / ".last.pt.12345.tmp").exists()
         with pytest.raises(common.UserError, match="another run is writing"):
-            with common.lock_folder(tmp_path):
+            with checkpointing.lock_folder(tmp_path):
                 pass
-    with common.lock_folder(tmp_path):  # released at the end of the block
+    with checkpointing.lock_folder(tmp_path):  # released at the end of the block
         pass
 
 
@@ -259,5 +261,5 @@ def test_a_damaged_pickle_is_called_corrupt_not_dangerous(tmp_path):
     path = tmp_path / "last.pt"
     path.write_bytes(b"\x80\x04" + bytes(range(256)) * 10)
     with pytest.raises(common.UserError) as error:
-        common.load_checkpoint(path)
+        checkpointing.load_checkpoint(path)
     assert "corrupt" in str(error.value) and "run code" not in str(error.value)
