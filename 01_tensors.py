@@ -23,7 +23,6 @@ Reads nothing and writes nothing: everything it shows is printed. It takes a few
 """
 
 # %% Setup ---------------------------------------------------------------------------------------
-import argparse
 import time
 
 import numpy as np
@@ -35,11 +34,8 @@ import common
 # one plain sentence instead of a traceback.
 common.report_errors_plainly()
 
-parser = argparse.ArgumentParser(description="Lesson 1: tensors, printed section by section.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-common.add_device_flag(parser, "where the device section computes")
-parser.add_argument("--seed", type=common.non_negative_int, default=0,
-                    help="random seed, for repeatable output")
+parser = common.make_parser("Lesson 1: tensors, printed section by section.",
+                            device_purpose="where the device section computes")
 args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
 device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
 

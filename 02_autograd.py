@@ -21,7 +21,6 @@ Reads nothing and writes nothing: everything it shows is printed.
 """
 
 # %% Setup ---------------------------------------------------------------------------------------
-import argparse
 
 import torch
 from torch import nn
@@ -32,11 +31,10 @@ import common
 # one plain sentence instead of a traceback.
 common.report_errors_plainly()
 
-parser = argparse.ArgumentParser(description="Lesson 2: autograd, and a line fitted with it.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-common.add_device_flag(parser, "where the model of section 9 trains")
-parser.add_argument("--seed", type=common.non_negative_int, default=0,
-                    help="random seed (the data points and the model's starting weights)")
+parser = common.make_parser("Lesson 2: autograd, and a line fitted with it.",
+                            device_purpose="where the model of section 9 trains",
+                            seed_help="random seed (the data points and the model's starting "
+                                      "weights)")
 parser.add_argument("--lr", type=common.positive_float, default=0.1,
                     help="learning rate: the step size of every gradient-descent loop here")
 args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults

@@ -52,7 +52,7 @@ import common
 
 if __name__ == "__main__":
     common.report_errors_plainly()  # a mistake you can fix (no internet, say): one sentence
-    parser = common.make_parser("Lesson 3: datasets, transforms and DataLoaders for CIFAR-10.")
+    parser = common.make_data_parser("Lesson 3: datasets, transforms and DataLoaders for CIFAR-10.")
     parser.add_argument("--workers", type=common.non_negative_int, default=0,
                         help="DataLoader worker processes for the per-image pipeline (section 7); "
                              "0 loads batches in the main process")

@@ -30,7 +30,6 @@ computed or drawn.
 """
 
 # %% Setup ---------------------------------------------------------------------------------------
-import argparse
 import math
 from collections import OrderedDict
 
@@ -51,15 +50,13 @@ MODEL_SIZES = {
 
 if __name__ == "__main__":
     common.report_errors_plainly()  # a mistake you can fix (no GPU for --device cuda): one sentence
-    parser = argparse.ArgumentParser(
-        description="Lesson 4: the CifarNet model, its shapes and parameters, and a diagram.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = common.make_parser(
+        "Lesson 4: the CifarNet model, its shapes and parameters, and a diagram.",
+        device_purpose="where the network and the example images live",
+        seed_help="random seed (the starting weights and the example images)")
     parser.add_argument("--model-size", default="small", choices=sorted(MODEL_SIZES),
                         help="small: made for a CPU; large: about 60 times the parameters, "
                              "made for a GPU")
-    common.add_device_flag(parser, "where the network and the example images live")
-    parser.add_argument("--seed", type=common.non_negative_int, default=0,
-                        help="random seed (the starting weights and the example images)")
     args = common.parse_args(parser)
     device = common.get_device(args.device)
     common.seed_everything(args.seed)  # the same seed, the same weights and images, same output

@@ -222,8 +222,8 @@ def make_scheduler(optimizer, total_steps):
 
 # %% The command line, the data and the run's settings -------------------------------------------
 def parse_args():
-    """The command line: the shared data flags (common.make_parser) plus the training ones."""
-    parser = common.make_parser(
+    """The command line: the shared data flags (common.make_data_parser) plus the training ones."""
+    parser = common.make_data_parser(
         "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
         "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
         "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",

@@ -32,7 +32,7 @@ data = common.import_script("03_data")  # the data pipeline: the same inputs as 
 
 def parse_args():
     """The shared data flags plus --checkpoint."""
-    parser = common.make_parser("Evaluate a trained checkpoint on the test set.", batch_size=1000)
+    parser = common.make_data_parser("Evaluate a trained checkpoint on the test set.", batch_size=1000)
     parser.add_argument("--checkpoint", type=Path,
                         help="the checkpoint to evaluate (default: checkpoints/best.pt, or "
                              "checkpoints/fake/best.pt with --fake-data, where "

@@ -26,7 +26,6 @@ cifarnet_whole_model.pt (the pickled model object) and cifarnet_exported.pt2 (to
 """
 
 # %% Setup ----------------------------------------------------------------------------------------
-import argparse
 import io
 import pickle
 import re
@@ -44,13 +43,12 @@ import common
 # plain sentence instead of a traceback.
 common.report_errors_plainly()
 
-parser = argparse.ArgumentParser(
-    description="Lesson 7: saving, loading, resuming and exporting a trained model.",
-    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+parser = common.make_parser(
+    "Lesson 7: saving, loading, resuming and exporting a trained model.",
+    device_purpose="where the reloaded weights and the resumed model go (the export itself "
+                   "always runs on the CPU)", seed_help=False)
 parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
                     help="the checkpoint written by 05_train.py")
-common.add_device_flag(parser, "where the reloaded weights and the resumed model go (the export "
-                               "itself always runs on the CPU)")
 parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR / "export",
                     help="where the saved and exported files are written")
 args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults

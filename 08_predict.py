@@ -27,7 +27,6 @@ classified, and the exit code is then 1.
 """
 
 # %% Setup ----------------------------------------------------------------------------------------
-import argparse
 import sys
 from pathlib import Path
 
@@ -123,14 +122,12 @@ def print_predictions(path, description, probabilities, classes, top):
 # %% 5. Putting it together -----------------------------------------------------------------------
 def parse_args():
     """The command-line flags; in Jupyter, the sample images with the defaults."""
-    parser = argparse.ArgumentParser(
-        description="Lesson 8: classify image files with the trained model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = common.make_parser("Lesson 8: classify image files with the trained model.",
+                                seed_help=False)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files to classify (PNG, JPEG, ...; any size)")
     parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
                         help="the checkpoint written by 05_train.py")
-    common.add_device_flag(parser)
     parser.add_argument("--top", type=common.positive_int, default=3,
                         help="how many of the most likely classes to show per image")
     parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR,

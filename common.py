@@ -124,13 +124,6 @@ def existing_dir(text):
     return path
 
 
-def add_device_flag(parser, purpose="where to compute"):
-    """Add `--device auto|cpu|cuda|mps` to a parser (or argument group) for get_device;
-    `purpose` starts its help text: what the device is used for in this script."""
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                        help=f"{purpose}; auto picks CUDA, then Apple MPS, then the CPU")
-
-
 def parse_args(parser, in_jupyter=()):
     """`parser.parse_args()`, except in Jupyter or VS Code's interactive window.
 
@@ -140,13 +133,25 @@ def parse_args(parser, in_jupyter=()):
     return parser.parse_args(list(in_jupyter) if "ipykernel" in sys.modules else None)
 
 
-def make_parser(description, batch_size=512):
-    """An argument parser with the flags every data script shares; `--help` shows the defaults.
-    `batch_size` is this script's default for --batch-size (None: the script picks one later).
-    The script adds its own flags and calls parse_args."""
+def make_parser(description, device_purpose="where to compute", seed_help=None):
+    """An argument parser with the flags every script has, --device and --seed (unless
+    `seed_help` is False); `--help` shows every default. The script adds its own flags and
+    calls parse_args."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = parser.add_argument_group("data and hardware (shared by every script)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help=f"{device_purpose}; auto picks CUDA, then Apple MPS, then the CPU")
+    if seed_help is not False:
+        parser.add_argument("--seed", type=non_negative_int, default=0,
+                            help=seed_help or "random seed, for repeatable runs")
+    return parser
+
+
+def make_data_parser(description, batch_size=512):
+    """make_parser plus the flags every script that reads the images shares. `batch_size` is
+    this script's default for --batch-size (None: the script picks one later)."""
+    parser = make_parser(description)
+    data = parser.add_argument_group("data (shared by every script that reads the images)")
     data.add_argument("--data-dir", type=existing_dir, default=DATA_DIR,
                       help="where CIFAR-10 is downloaded; a folder with train/ and test/ holding "
                            "one subfolder per class is read as your own images instead")
@@ -155,9 +160,6 @@ def make_parser(description, batch_size=512):
                            "in seconds, offline; accuracy means nothing")
     data.add_argument("--dry-run", action="store_true",
                       help="run one batch per phase, to check that everything works")
-    add_device_flag(data)
-    data.add_argument("--seed", type=non_negative_int, default=0,
-                      help="random seed, for repeatable runs")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
                       help="images per batch" + ("" if batch_size else " (default: %(default)s, "
                                                  "so the script chooses; see above)"))
@@ -229,8 +231,13 @@ def write_atomically(path, write):
         os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
         kept = "the previous file is unchanged" if path.is_file() else "nothing was written"
-        raise UserError(f"could not write {path} ({getattr(error, 'strerror', None) or error}); "
-                        f"{kept}. Free some disk space or choose another folder.") from None
+        blocking = next((folder for folder in path.parents if folder.is_file()), None)
+        if blocking:  # e.g. --output-dir names a file
+            reason, advice = f"{blocking} is a file, not a folder", "Choose another folder."
+        else:  # no space, no permission, ...
+            reason = getattr(error, "strerror", None) or error
+            advice = "Free some disk space or choose another folder."
+        raise UserError(f"could not write {path} ({reason}); {kept}. {advice}") from None
     finally:
         try:
             temporary.unlink(missing_ok=True)

@@ -53,8 +53,8 @@ TARGET_RATIO = 1.3  # full loop / model alone at or below this: data loading is 
 
 
 def parse_args():
-    """The shared data flags (common.make_parser) plus the benchmark's own."""
-    parser = common.make_parser("Measure the speed of the data pipeline, the model and the "
+    """The shared data flags (common.make_data_parser) plus the benchmark's own."""
+    parser = common.make_data_parser("Measure the speed of the data pipeline, the model and the "
                                 "full training loop of 05_train.py. --batch-size defaults to "
                                 "05_train.py's for the model size.", batch_size=None)
     bench = parser.add_argument_group("benchmark")
