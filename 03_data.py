@@ -41,7 +41,6 @@ from typing import NamedTuple
 
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler,
@@ -49,10 +48,13 @@ from torch.utils.data import (BatchSampler, DataLoader, Dataset, RandomSampler,
 from torchvision import datasets, transforms
 
 import common
+import image_files
 
 if __name__ == "__main__":
     common.report_errors_plainly()  # a mistake you can fix (no internet, say): one sentence
-    parser = common.make_data_parser("Lesson 3: datasets, transforms and DataLoaders for CIFAR-10.")
+    parser = common.make_data_parser(
+        "Lesson 3: datasets, transforms and DataLoaders for CIFAR-10.",
+        batch_size=256)  # 05_train.py's batch size for the small network
     parser.add_argument("--workers", type=common.non_negative_int, default=0,
                         help="DataLoader worker processes for the per-image pipeline (section 7); "
                              "0 loads batches in the main process")
@@ -143,138 +145,24 @@ def shrink(image, size=IMAGE_SIZE):
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
-# Reading an image file. Training on a folder of your own images and 08_predict.py read files
-# with the same function, open_image, so that a photo reaches the network the same way in both.
-# Files come in many modes, and the network takes RGB (3 channels of 0..255):
-#   - grayscale ("L"): the gray value goes into all three channels;
-#   - palette ("P", common in GIF and small PNG files): each pixel's colour is looked up;
-#   - with transparency ("RGBA", "LA", or a colour marked transparent): put on white, see to_rgb;
-#   - 16 bits per pixel ("I;16", from scientific and medical PNG and TIFF files, 0..65535) or
-#     floating point ("F", TIFF, usually 0..1): scaled down to 0..255. Pillow's own
-#     convert("RGB") clips them at 255 instead, so nearly every pixel would come out white (16
-#     bits) or black (0..1 floats).
-# And they come in any size: a phone photo has 12 to 48 million pixels, 3 bytes each in RGB,
-# while the network sees 32x32. open_image never holds a large photo at full size in RGB: a
-# JPEG is decoded at 1/2, 1/4 or 1/8 of its size, other formats are averaged down by a whole
-# factor right after decoding, and only then converted, so that the shorter side ends between
-# DECODE_SIZE and twice that: plenty for shrink, whose bilinear filter still averages many
-# pixels into each of the 32x32.
-DECODE_SIZE = 256
-
-
-def to_rgb(image):
-    """Convert a PIL image of any mode to RGB: 16-bit and floating-point values scaled to
-    0..255, and transparent parts put on a white background.
-
-    A transparent pixel still stores some colour, usually black, that no viewer shows. A plain
-    image.convert("RGB") drops the transparency and shows that colour: a logo on a transparent
-    background would reach the network on black. Compositing on white instead gives the picture
-    you see on a white web page. CIFAR-10 has no transparent images, so white is a choice, not a
-    rule.
-    """
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # nan_to_num: a float file may hold NaN ("not a number") where nothing was measured.
-        values = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0, neginf=0.0)
-        largest = values.max()
-        if image.mode == "F":  # floats: 0..1 by convention, else scaled so the largest is white
-            scale = 255.0 if largest <= 1 else 255.0 / largest
-        else:  # integers: 16 bits (65535 / 257 = 255), unless larger values say otherwise
-            scale = 1 / 257 if largest <= 65535 else 255.0 / largest
-        gray = np.clip(values * scale, 0, 255).round().astype(np.uint8)
-        image = PIL.Image.fromarray(gray)  # mode "L", 8 bits
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image = image.convert("RGBA")  # a palette's or a marked colour's transparency included
-        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = PIL.Image.alpha_composite(background, image)
-    return image.convert("RGB")  # returns a copy even when the image is already RGB
-
-
-def open_image(path):
-    """Read an image file of any format, mode and size as an RGB PIL image, decoded at a reduced
-    size when it is large (its shorter side between DECODE_SIZE and twice that).
-
-    Args:
-        path: the image file.
-
-    Returns:
-        (image, description): the RGB image, and a line describing the file as it is stored,
-        e.g. "JPEG, 8000x6000 RGB".
-
-    Raises:
-        common.UserError: one sentence naming the file, if it is missing, unreadable, not an
-            image, damaged, or larger than Pillow agrees to open.
-    """
-    try:
-        # Image.open reads only the header (format, size, mode); the pixels come later.
-        with PIL.Image.open(path) as file:
-            description = f"{file.format}, {file.width}x{file.height} {file.mode}"
-            # A JPEG stores 8x8 blocks of pixels as frequencies, and can be decoded at 1/2, 1/4
-            # or 1/8 of its size for less than the full cost. draft() picks the smallest of these
-            # that keeps both sides at least DECODE_SIZE; other formats ignore it.
-            file.draft("RGB", (DECODE_SIZE, DECODE_SIZE))
-            file.load()  # decodes the pixels: a damaged file fails here, where we can name it
-            # Phone photos are often stored sideways, with a tag that says how to turn them.
-            # Viewers obey it, and so must we, or the network sees the photo lying down.
-            # (in_place: turned only if the tag says so; no copy otherwise.)
-            PIL.ImageOps.exif_transpose(file, in_place=True)
-            # reduce() below averages blocks of pixels. Three kinds of pixel cannot be averaged
-            # as they are, and are first converted (a copy at full size, the one open_image
-            # makes): 16-bit ones, which reduce() does not take, become 32-bit integers; palette
-            # indices become colours; and a colour marked transparent becomes an alpha channel.
-            if file.mode.startswith("I;16"):
-                image = file.convert("I")
-            elif file.mode in ("P", "PA") or "transparency" in file.info:
-                transparent = file.mode == "PA" or "transparency" in file.info
-                image = file.convert("RGBA" if transparent else "RGB")
-            elif file.mode == "1":  # black and white, 1 bit per pixel
-                image = file.convert("L")
-            else:
-                image = file
-            factor = min(image.size) // DECODE_SIZE
-            if factor > 1:
-                # The average of each factor x factor block (for RGBA, weighted by opacity, so
-                # the hidden colour of transparent pixels does not bleed into the edges).
-                image = image.reduce(factor)
-            return to_rgb(image), description
-    except FileNotFoundError:
-        raise common.UserError(f"cannot read {path}: there is no such file.") from None
-    except (IsADirectoryError, PermissionError):  # Windows says PermissionError for a folder
-        if Path(path).is_dir():
-            raise common.UserError(f"cannot read {path}: it is a folder, not an image file."
-                                   ) from None
-        raise common.UserError(f"cannot read {path}: you do not have permission to read it."
-                               ) from None
-    except PIL.Image.DecompressionBombError:
-        # Image.open refuses images of more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels (about
-        # 179 million): a small file can claim a huge size and fill the memory when decoded.
-        raise common.UserError(f"cannot read {path}: it has more pixels than Pillow agrees to "
-                               "open (a protection against malicious files); make it smaller "
-                               "in an image editor first.") from None
-    except (OSError, ValueError, SyntaxError, EOFError):
-        # PIL.UnidentifiedImageError (an OSError): no format Pillow knows; OSError, ValueError
-        # and the others: a truncated or corrupt file, depending on the format.
-        raise common.UserError(f"cannot read {path}: it is not an image that Pillow can read "
-                               "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...), or the file is damaged."
-                               ) from None
-
-
 def channels_first(array):
     """uint8 images (N, H, W, 3), as PIL and NumPy store them, to a tensor (N, 3, H, W)."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
 
 
 def read_image_folder(folder):
-    """Read every image of an ImageFolder tree (one subfolder per class) with open_image, each
-    shrunk to 32x32 at once, so memory grows with the number of images, not their pixels."""
+    """Read every image of an ImageFolder tree (one subfolder per class), each shrunk to 32x32 at
+    once, so memory grows with the number of images, not their pixels. image_files.open_image
+    reads a file of any format (08_predict.py reads your photos with it too)."""
     try:
-        # ImageFolder lists the files and names the classes; open_image below reads them.
+        # ImageFolder lists the files and names the classes (the subfolders, sorted).
         dataset = datasets.ImageFolder(folder)
     except (FileNotFoundError, OSError) as error:
         raise common.UserError(f"could not read images from {folder}: {error}") from None
     images, labels = [], []
     for path, label in dataset.samples:
         try:
-            image, _ = open_image(path)
+            image, _ = image_files.open_image(path)
         except common.UserError as error:  # one sentence naming the file; say what to do
             raise common.UserError(f"{error} Remove or replace it, and run again.") from None
         images.append(shrink(image))
@@ -484,7 +372,8 @@ if __name__ == "__main__":
           f"values {tensor.min().item():.3f} to {tensor.max().item():.3f}")
     normalised = eval_transform(image)
     print(f"after Normalize: dtype {normalised.dtype}, values {normalised.min().item():.3f} to "
-          f"{normalised.max().item():.3f}, around 0 instead of 0.5")
+          f"{normalised.max().item():.3f}, mean {normalised.mean().item():.3f} (it was "
+          f"{tensor.mean().item():.3f})")
     print("eval_transform twice gives the same tensor:",
           torch.equal(eval_transform(image), eval_transform(image)))
     draws = [train_transform(image) for _ in range(5)]
@@ -504,9 +393,10 @@ if __name__ == "__main__":
                                    transform=train_transform)
     elif source == "folder":
         # Your images can have any size, so they are first scaled (shorter side to 32 pixels)
-        # and cut to the 32x32 square in their centre.
+        # and cut to the 32x32 square in their centre. loader= says how to read one file: here
+        # image_files.open_image, which reads any format as RGB (08_predict.py explains it).
         dataset = datasets.ImageFolder(
-            args.data_dir / "train",
+            args.data_dir / "train", loader=lambda path: image_files.open_image(path)[0],
             transform=transforms.Compose([transforms.Resize(IMAGE_SIZE),
                                           transforms.CenterCrop(IMAGE_SIZE), train_transform]))
     else:
@@ -522,7 +412,7 @@ if __name__ == "__main__":
 # A Dataset is any object with __len__ (how many samples) and __getitem__ (sample number i).
 # You write one when your data does not come in a shape torchvision knows: say, all images in one
 # folder with their labels in a CSV file. Then __init__ reads the CSV into a list of (file name,
-# label) pairs, and __getitem__ opens file number i with Image.open(path).convert("RGB") and
+# label) pairs, and __getitem__ opens file number i (with image_files.open_image, say) and
 # applies the transform. Reading each file only when it is asked for means the dataset can be far
 # larger than your memory. Ours keeps images in memory, which lets us give the training and
 # validation parts of one set different transforms (section 6).
@@ -594,7 +484,9 @@ def split_train_val(num_images, val_size=VALIDATION_SIZE):
 
 
 class Split(NamedTuple):
-    """One part of the data in memory: uint8 images (N, 3, 32, 32) and int64 labels (N,)."""
+    """One part of the data in memory: uint8 images (N, 3, 32, 32) and int64 labels (N,).
+
+    A NamedTuple is a tuple whose parts also have names: split.images is split[0]."""
     images: torch.Tensor
     labels: torch.Tensor
 
@@ -689,19 +581,20 @@ if __name__ == "__main__":
 
 # %% 8. The fast pipeline that 05_train.py uses ----------------------------------------------------
 # The pipeline of sections 3-7 does about ten small steps per image (make a PIL image, pad, crop,
-# flip, convert, normalise, then stack 256 of them). For images of 32x32 pixels the time goes into
-# that bookkeeping, not into the pixels, and on a GPU the network waits for the CPU. CIFAR-10 fits
-# in memory easily (150 MB as bytes), so 05_train.py does each step once per batch instead, as one
-# tensor operation on the whole batch, on the device:
+# flip, convert, normalise, then stack a batch of them). For images of 32x32 pixels the time goes
+# into that bookkeeping, not into the pixels, and on a GPU the network waits for the CPU.
+# CIFAR-10 fits in memory easily (150 MB as bytes), so 05_train.py does each step once per batch
+# instead, as one tensor operation on the whole batch, on the device:
 #   - the images stay in memory as one uint8 tensor, and a BatchSampler hands the DataLoader a
-#     whole list of indices at once, so a batch is one indexing operation, not 256 __getitem__s;
+#     whole list of indices at once, so a batch is one indexing operation, not one __getitem__
+#     per image. (A BatchSampler takes a "sampler", which says in which order to visit the
+#     images: RandomSampler shuffled, SequentialSampler in order; shuffle=True in section 7 made
+#     a RandomSampler for you. It groups that order into lists of batch_size indices.)
 #   - the batch goes to the device as bytes, 4 times less to copy than float32;
 #   - normalize and random_crop_and_flip then work on the whole batch there.
 # The same kind of images comes out (tests/ check every crop and flip against torchvision's), and
-# much faster: `python benchmarks/benchmark.py` times both pipelines (its rows 1a and 1b).
-# A BatchSampler takes a "sampler", which says in which order to visit the images (RandomSampler:
-# shuffled; SequentialSampler: in order; shuffle=True in section 7 made a RandomSampler for you),
-# and groups that order into lists of batch_size indices. For datasets that do not fit in memory
+# much faster: `python benchmarks/benchmark.py` times both pipelines (its rows 1a and 1b). For
+# datasets that do not fit in memory
 # (ImageNet is 140 GB), use the pipeline of sections 3-7 with workers: it reads each file only
 # when it is needed.
 def normalize(images, mean, std):

@@ -24,9 +24,8 @@ The class defined here, CifarNet, is the one that 05_train.py trains and 06-08 l
 common.import_script("04_model").build_model(...), so the network is defined once, in this file.
 That is why each cell below first defines what it teaches and then shows it in use under
 `if __name__ == "__main__":`. That condition is true only when you run this file yourself (or in
-Jupyter); when another script imports it, and again in each DataLoader worker process that
-re-imports those scripts on Windows and macOS, only the definitions run: nothing is printed,
-computed or drawn.
+Jupyter); when another script imports it, only the definitions run: nothing is printed, computed
+or drawn.
 """
 
 # %% Setup ---------------------------------------------------------------------------------------
@@ -97,17 +96,17 @@ class ConvBlock(nn.Module):
         self.norm1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_channels)
-        # GELU is a smooth ReLU: it lets positive values through and squashes negative ones
-        # towards 0. Without a non-linearity between them, two convolutions in a row would be no
-        # more than one (a linear map of a linear map is linear). GELU has no parameters, so one
-        # module can serve both places in forward.
+        # GELU is a smooth ReLU: it lets positive values through (almost unchanged) and squashes
+        # negative ones to near 0 (never below -0.17). Without a non-linearity between them, two
+        # convolutions in a row would be no more than one (a linear map of a linear map is
+        # linear). GELU has no parameters, so one module can serve both places in forward.
         self.activation = nn.GELU()
 
     def forward(self, x):
         # x: a batch of feature maps, shape (N, in_channels, height, width).
         x = self.activation(self.norm1(self.pool(self.conv1(x))))
         x = self.activation(self.norm2(self.conv2(x)))
-        return x  # (N, out_channels, height / 2, width / 2)
+        return x  # (N, out_channels, height // 2, width // 2): max-pool rounds down
 
 
 # %% The network ---------------------------------------------------------------------------------
@@ -153,9 +152,10 @@ class CifarNet(nn.Module):
         #   - At the start, the scores are 8 times smaller than the Linear layer alone makes them.
         #     Measured on random images (5 seeds, batches of 64, both sizes): their standard
         #     deviation is about 0.13 instead of 1, and the first loss 2.30, what a uniform guess
-        #     scores (ln(10) = 2.303), instead of 2.6 to 2.7, with some images already given a
-        #     probability above 0.5 for an arbitrary class. So training starts from "no opinion"
-        #     rather than from confident guesses it must first undo. Section 6 shows both.
+        #     scores (ln(10) = 2.303), instead of 2.5 to 3.1 (from batch to batch), with some
+        #     images already given a probability above 0.5 for an arbitrary class. So training
+        #     starts from "no opinion" rather than from confident guesses it must first undo.
+        #     Section 6 shows both.
         #   - During training, the gradient reaching the classifier's weights is 8 times
         #     smaller, and each change of them moves the scores 8 times less: with SGD, the last
         #     layer learns as if its learning rate were 64 times smaller than the rest's.
@@ -608,11 +608,13 @@ if __name__ == "__main__":
           f"ln({model.num_classes}) = {math.log(model.num_classes):.4f}")
     # What logit_scale (CifarNet.__init__) buys: undo it, and the same scores are 8 times larger.
     # The probabilities move away from uniform, towards confident guesses about classes the
-    # network knows nothing of yet, and the loss rises (2.6 to 2.7 on average over many batches).
+    # network knows nothing of yet, and the loss rises (2.5 to 3.1, from batch to batch).
     unscaled = logits / model.logit_scale
     print(f"without the * {model.logit_scale}: probabilities up to "
           f"{unscaled.softmax(dim=1).max().item():.3f}, "
           f"loss {loss_fn(unscaled, labels).item():.4f}")
+    # The argmax still picks one class per image, and an untrained network tends to pick the
+    # same few for everything: its tiny random preferences, not anything it has learned.
     predicted = logits.argmax(dim=1)
     names = data.CIFAR10_CLASSES if model.num_classes == len(data.CIFAR10_CLASSES) else None
     print("predicted classes (argmax of the logits):",

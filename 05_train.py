@@ -55,7 +55,7 @@ models = common.import_script("04_model")  # the network
 # small network on an H100 with peaks from 0.1 to 0.8 per 512 images, of which 0.6 was kept. The
 # warm-up share and the two factors are the common "short rise, long fall" shape and were not
 # tuned one by one.
-MOMENTUM = 0.9  # SGD keeps a running average of past gradients and moves along it
+MOMENTUM = 0.9  # SGD steps along a sum of past gradients, each step's weighed 0.9 x less
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
 END_FACTOR = 0.001  # and the decay ends at peak / 1000
@@ -164,6 +164,8 @@ def evaluate(model, loader, loss_fn, device):
             loss_sum += loss_fn(outputs, labels) * len(labels)
             correct += (outputs.argmax(dim=1) == labels).sum()
             seen += len(labels)
+    if seen == 0:
+        raise ValueError("the loader gave no batch")
     return loss_sum.item() / seen, correct.item() / seen
 
 
@@ -171,9 +173,10 @@ def evaluate(model, loader, loss_fn, device):
 def make_optimizer(model, lr, weight_decay=5e-4, momentum=MOMENTUM):
     """SGD with Nesterov momentum, and weight decay on the weight matrices and filters only.
 
-    Momentum: each update follows a running average of recent gradients, which smooths out the
-    noise of single batches. Nesterov: the gradient is taken a little ahead along that average,
-    which corrects an overshoot sooner. Weight decay pulls weights towards 0 so the network does
+    Momentum: each update follows a sum of recent gradients, where every older one counts
+    `momentum` (0.9) times less (buffer = 0.9 x buffer + gradient), which smooths out the noise
+    of single batches; in a steady slope that sum grows to 10 times one gradient. Nesterov: the
+    step looks a little ahead along that sum, which corrects an overshoot sooner. Weight decay pulls weights towards 0 so the network does
     not rely on a few large ones; it is not applied to BatchNorm's scales and shifts or to biases
     (the 1-dimensional parameters): they are few, and shrinking them only fights the normalisation.
 
@@ -264,7 +267,7 @@ def parse_args():
     if args.batch_size is not None and args.batch_size > 2 ** 16:
         parser.error("--batch-size must be at most 65536")
     if args.checkpoint_dir is None:
-        args.checkpoint_dir = common.CHECKPOINT_DIR / ("fake" if args.fake_data else "")
+        args.checkpoint_dir = common.default_checkpoint_dir(args.fake_data)
     return args
 
 
@@ -438,7 +441,7 @@ def save_history(history, output_dir):
     Returns:
         (history_path, curves_path).
     """
-    import figures  # drawing only; see figures.py
+    import figures  # matplotlib, loaded here: only a finished run draws, and it takes a second
 
     history_path = output_dir / "history.json"
     common.write_atomically(history_path, lambda file: file.write(json.dumps(history).encode()))
@@ -511,7 +514,8 @@ def main():
     try:
         for epoch in range(first_epoch, args.epochs + 1):
             # Re-seeding every epoch makes epoch N draw the same batches and crops whether the run
-            # went straight through or was resumed, so a resumed run matches an uninterrupted one.
+            # went straight through or was resumed: on a CPU a resumed run matches an
+            # uninterrupted one exactly (a GPU's fastest kernels may differ in the last digits).
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
             train_loss, train_accuracy = train_one_epoch(
@@ -543,8 +547,8 @@ def main():
         # from then on every result is NaN ("not a number") and nothing more can be learned.
         raise common.UserError(
             f"{error} in epoch {epoch}: training diverged; try a lower learning rate, e.g. --lr "
-            f"{min(args.lr / 3, default_lr(args.batch_size)):.2g}. The checkpoints of the last finished epoch are "
-            "kept.") from None
+            f"{min(args.lr / 3, default_lr(args.batch_size)):.2g}. The checkpoints of the last "
+            "finished epoch are kept.") from None
     except KeyboardInterrupt:  # Ctrl-C: every finished epoch is already in last.pt
         print("\n" + resume_hint(args, saved_epoch), file=sys.stderr)
         sys.exit(130)  # 128 + 2 (SIGINT's number): the shell's convention for "stopped by Ctrl-C"
@@ -559,6 +563,9 @@ def main():
           f"{seconds:.0f} s ({seconds / 60:.1f} min)")
     print(f"Checkpoints: {args.checkpoint_dir / 'last.pt'} and {args.checkpoint_dir / 'best.pt'}")
     print(f"History: {history_path}\nPlot: {curves_path}")
+    if args.fake_data:
+        print("(Random images with random labels: about 10% is chance, and all any network can "
+              "score here. This run only checks that the code runs.)")
     print("Next: " + next_command(args))
 
 

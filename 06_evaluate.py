@@ -32,14 +32,15 @@ data = common.import_script("03_data")  # the data pipeline: the same inputs as 
 
 def parse_args():
     """The shared data flags plus --checkpoint."""
-    parser = common.make_data_parser("Evaluate a trained checkpoint on the test set.", batch_size=1000)
+    parser = common.make_data_parser("Evaluate a trained checkpoint on the test set.",
+                                     batch_size=1000)
     parser.add_argument("--checkpoint", type=Path,
                         help="the checkpoint to evaluate (default: checkpoints/best.pt, or "
                              "checkpoints/fake/best.pt with --fake-data, where "
                              "`05_train.py --fake-data` writes)")
     args = common.parse_args(parser)
     if args.checkpoint is None:
-        args.checkpoint = common.CHECKPOINT_DIR / ("fake" if args.fake_data else "") / "best.pt"
+        args.checkpoint = common.default_checkpoint_dir(args.fake_data) / "best.pt"
     return args
 
 
@@ -111,6 +112,9 @@ def main():
     accuracy = (predictions == labels).float().mean().item()
     tta_accuracy = (tta_probabilities.argmax(dim=1) == labels).float().mean().item()
     print(f"\nTest accuracy on {len(labels):,} images: {100 * accuracy:.2f}%")
+    if config.get("data") == "fake":
+        print(f"(Random images with random labels: about {100 / len(classes):.0f}% is chance, "
+              "and all any network can score here. This run only checks that the code runs.)")
     print(f"With flip test-time augmentation:  {100 * tta_accuracy:.2f}% "
           f"({100 * (tta_accuracy - accuracy):+.2f} points, for twice the compute)")
 
@@ -136,7 +140,7 @@ def main():
         return
 
     # ---- Files ---------------------------------------------------------------------------------
-    import figures  # drawing only; see figures.py
+    import figures  # matplotlib, loaded here: a dry run draws nothing, and it takes a second
 
     matrix_path = figures.plot_confusion_matrix(matrix, classes,
                                                 args.output_dir / "confusion_matrix.png")
@@ -160,6 +164,8 @@ def main():
     common.write_atomically(results_path, lambda file: file.write(results.encode()))
     print(f"\nConfusion matrix: {matrix_path}\nMost confident mistakes: {mistakes_path}\n"
           f"Numbers: {results_path}")
+    print("Next: python 07_save_load.py (saving, loading and exporting the model), then "
+          "python 08_predict.py samples/*" + (" --fake-data" if args.fake_data else ""))
 
 
 if __name__ == "__main__":

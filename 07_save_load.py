@@ -54,8 +54,8 @@ parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR / "expo
 args = common.parse_args(parser)  # in Jupyter, where there is no command line: the defaults
 
 device = common.get_device(args.device)  # chosen now, so a wrong --device fails straight away
-# checkpointing.load_checkpoint is torch.load(path, weights_only=True) plus a plain sentence for each
-# way it can fail (no file yet, a truncated file, a dict without what 05_train.py saves, ...).
+# checkpointing.load_checkpoint is torch.load(path, weights_only=True) plus a plain sentence for
+# each way it can fail (no file yet, a truncated file, a dict without what 05_train.py saves, ...).
 # Section 4 shows why weights_only. for_resume: also check what resuming reads (section 3).
 checkpoint = checkpointing.load_checkpoint(args.checkpoint, device="cpu", for_resume=True)
 

@@ -34,6 +34,7 @@ import torch
 
 import checkpointing
 import common
+import image_files
 
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
 
@@ -43,26 +44,26 @@ MAX_FIGURE_ROWS = 8  # the figure shows the first 8 images; the printout shows t
 
 
 # %% 1. Reading an image file, whatever its format ------------------------------------------------
-# 03_data.open_image reads every image file the scripts see, here and when 05_train.py trains on a
-# folder of your own images, so that a photo reaches the network the same way in both. It returns
+# image_files.open_image reads every image file the scripts see, here and when 05_train.py trains
+# on a folder of your own images, so that a photo reaches the network the same way in both. It
+# returns
 # an RGB image (3 channels, red, green and blue, as the network was trained on) and does four
 # things on the way:
 #   - A large photo is read at a reduced size. A 48-megapixel phone photo would take 144 MB as RGB
 #     (3 bytes a pixel), and the network sees 32x32 of it. A JPEG can be decoded at 1/2, 1/4 or
 #     1/8 of its size for less than the full cost; other formats are averaged down by a whole
 #     factor straight after decoding. Either way a large image keeps a shorter side of 256 to 511
-#     pixels (03_data.DECODE_SIZE), far more than the 32 that section 2 keeps.
+#     pixels (image_files.DECODE_SIZE), far more than the 32 that section 2 keeps.
 #   - A photo stored sideways, with a tag saying how to turn it (phones do this), is turned
 #     upright, as every viewer shows it.
 #   - Other modes become RGB: grayscale ("L") is copied into the three channels, a palette ("P",
 #     common in GIF and small PNG files) is looked up, and 16-bit ("I;16") or floating-point ("F")
 #     images, from scientific cameras and TIFF files, are scaled to 0..255 (Pillow's own
 #     convert("RGB") would clip them at 255: nearly white, or black for floats from 0 to 1).
-#   - Transparent parts are put on a white background (03_data.to_rgb says why).
+#   - Transparent parts are put on a white background (image_files.to_rgb says why).
 # A file that is missing, not an image, damaged, or of more pixels than Pillow agrees to open
 # (a protection against files made to fill the memory) is a common.UserError: one sentence that
-# names it. Below, main() prints it and goes on with the next file.
-PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its longer side
+# names it. read_images, after section 2, prints it and goes on with the next file.
 
 
 # %% 2. Shrinking it to 32x32, as in training -----------------------------------------------------
@@ -78,6 +79,34 @@ PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its long
 # differently (a cat in a corner of a room, a close-up of a face) may be misread, not because the
 # code is wrong but because the network has never seen anything like it. The saved figure shows
 # the 32x32 image next to a preview of the original: judge a prediction by what the network saw.
+PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its longer side
+
+
+def read_images(paths, previews=MAX_FIGURE_ROWS):
+    """Read image files as the network's 32x32 inputs; a bad file is reported and skipped.
+
+    Of each image only the 32x32 input is kept and, for the first `previews` images (the
+    figure's rows), a small preview: the decoded image is dropped at once, so memory grows with
+    the number of files, not with their size.
+
+    Returns:
+        (loaded, failed): a list of (path, description, preview or None, uint8 tensor
+        (3, 32, 32)), and how many files could not be read.
+    """
+    loaded, failed = [], 0
+    for path in paths:
+        try:
+            image, description = image_files.open_image(path)  # section 1
+        except common.UserError as error:
+            print(f"Error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        preview = None
+        if len(loaded) < previews:
+            preview = image.copy()
+            preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))  # shrinks, keeping the proportions
+        loaded.append((path, description, preview, data.shrink(image)))  # section 2
+    return loaded, failed
 
 
 # %% 3. Predicting: eval mode, no gradients, softmax ----------------------------------------------
@@ -126,14 +155,20 @@ def parse_args():
                                 seed_help=False)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files to classify (PNG, JPEG, ...; any size)")
-    parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
-                        help="the checkpoint written by 05_train.py")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="the checkpoint written by 05_train.py (default: checkpoints/best.pt, "
+                             "or checkpoints/fake/best.pt with --fake-data)")
+    parser.add_argument("--fake-data", action="store_true",
+                        help="use the model of `05_train.py --fake-data` (checkpoints/fake/)")
     parser.add_argument("--top", type=common.positive_int, default=3,
                         help="how many of the most likely classes to show per image")
     parser.add_argument("--output-dir", type=Path, default=common.OUTPUT_DIR,
                         help="where the figure is written")
     # In Jupyter, the sample images.
-    return common.parse_args(parser, in_jupyter=sorted(str(path) for path in SAMPLES_DIR.iterdir()))
+    args = common.parse_args(parser, in_jupyter=sorted(map(str, SAMPLES_DIR.iterdir())))
+    if args.checkpoint is None:
+        args.checkpoint = common.default_checkpoint_dir(args.fake_data) / "best.pt"
+    return args
 
 
 def main():
@@ -152,22 +187,7 @@ def main():
     print(f"model: {args.checkpoint} ({config['model']['size']} CifarNet, {len(classes)} "
           f"classes, saved after epoch {checkpoint['epoch']}), on {device.type}")
 
-    # Read every image; a bad file is reported and skipped, the others go on. Of each image we
-    # keep only the 32x32 input and, for the figure's first rows, a small preview: the decoded
-    # image is dropped at once, so memory grows with the number of files, not with their size.
-    loaded, failed = [], 0
-    for path in args.images:
-        try:
-            image, description = data.open_image(path)
-        except common.UserError as error:
-            print(f"Error: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        preview = None
-        if len(loaded) < MAX_FIGURE_ROWS:
-            preview = image.copy()
-            preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))  # shrinks, keeping the proportions
-        loaded.append((path, description, preview, data.shrink(image)))
+    loaded, failed = read_images(args.images)  # a bad file is reported; the others go on
 
     if loaded:
         # All the images in one batch (N, 3, 32, 32): one forward pass instead of N.
@@ -175,7 +195,7 @@ def main():
         probabilities = predict(model, images, mean, std, device)
         for (path, description, _, _), row in zip(loaded, probabilities):
             print_predictions(path, description, row, classes, top)
-        import figures  # drawing only; see figures.py
+        import figures  # matplotlib, loaded only when there is something to draw
 
         # One row per image: the image, the 32x32 input the network saw, and its top classes.
         # figures.save writes the PNG atomically: a bad --output-dir is one sentence, and no
@@ -187,6 +207,10 @@ def main():
             classes, top, args.output_dir / "predictions.png")
         shown = "" if len(loaded) <= MAX_FIGURE_ROWS else f" (the first {MAX_FIGURE_ROWS} images)"
         print(f"\nsaved the figure{shown}: {figure_path}")
+        if config.get("data") == "fake":
+            print("(This model was trained on random images with random labels, so every class "
+                  "gets about the same probability: it only shows that the code runs.)")
+        print("Try your own photos: python 08_predict.py path/to/photo.jpg --top 5")
     if failed:
         sys.exit(1)  # each failure was already explained above, one sentence per file
 

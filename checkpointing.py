@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from common import UserError, import_script, write_atomically
+from common import UserError, default_checkpoint_dir, import_script, write_atomically
 
 
 def save_checkpoint(checkpoint, path):
@@ -60,7 +60,10 @@ def load_checkpoint(path, device="cpu", for_resume=False):
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"there is no checkpoint at {path}; train a model first with "
+        fake = default_checkpoint_dir(fake_data=True) / path.name
+        hint = (f" (there is one from a --fake-data run in {fake.parent}: add --fake-data to use "
+                "it)" if path == default_checkpoint_dir() / path.name and fake.is_file() else "")
+        raise UserError(f"there is no checkpoint at {path}{hint}; train a model first with "
                         "`python 05_train.py`, or pass --checkpoint with the right file.")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)

@@ -25,6 +25,12 @@ CHECKPOINT_DIR = REPO_DIR / "checkpoints"  # 05_train.py writes last.pt and best
 OUTPUT_DIR = REPO_DIR / "outputs"  # figures (PNG) and the training history (JSON)
 
 
+def default_checkpoint_dir(fake_data=False):
+    """Where 05_train.py writes its checkpoints and 06-08 look for them, unless told otherwise:
+    checkpoints/fake/ for a --fake-data run, so that a check never replaces a trained model."""
+    return CHECKPOINT_DIR / "fake" if fake_data else CHECKPOINT_DIR
+
+
 # %% Errors --------------------------------------------------------------------------------------
 class UserError(Exception):
     """A mistake the user can fix (a missing file, a wrong flag); the message says how."""

@@ -58,10 +58,10 @@ def test_fake_data_sizes_split_and_batches(fake_run):
     assert "1,000 training images -> 900 for training + 100 for validation" in output
     assert "images in both parts: 0" in output
     assert "the same split on a second call: True" in output
-    assert "one training batch: images (512, 3, 32, 32) torch.float32, labels (512,) torch.int64" \
+    assert "one training batch: images (256, 3, 32, 32) torch.float32, labels (256,) torch.int64" \
         in output
-    # The fast loader's batches arrive as floats, ready for the network: 900 images, 1 batch.
-    assert ("InMemoryLoader: 1 batch(es) per epoch; one batch: images (512, 3, 32, 32) "
+    # The fast loader's batches arrive as floats, ready for the network: 900 images, 3 batches.
+    assert ("InMemoryLoader: 3 batch(es) per epoch; one batch: images (256, 3, 32, 32) "
             "torch.float32 on cpu") in output
 
 

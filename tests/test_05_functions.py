@@ -11,6 +11,7 @@ from torchvision import datasets, transforms
 
 import checkpointing
 import common
+import image_files
 from conftest import make_checkpoint
 
 data = common.import_script("03_data")
@@ -100,7 +101,7 @@ def test_05_06_and_08_give_the_same_answers_for_the_same_images(tmp_path):
     for number, image in enumerate(images):
         paths.append(tmp_path / f"{number}.png")
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(paths[-1])
-    read = torch.stack([data.shrink(data.open_image(path)[0]) for path in paths])
+    read = torch.stack([data.shrink(image_files.open_image(path)[0]) for path in paths])
     assert torch.equal(read, images)
     from_08 = prediction.predict(model, read, config["mean"], config["std"], "cpu")
     assert torch.allclose(from_06, from_08, atol=1e-6)

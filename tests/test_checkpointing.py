@@ -263,3 +263,16 @@ def test_a_damaged_pickle_is_called_corrupt_not_dangerous(tmp_path):
     with pytest.raises(common.UserError) as error:
         checkpointing.load_checkpoint(path)
     assert "corrupt" in str(error.value) and "run code" not in str(error.value)
+
+
+def test_a_missing_checkpoint_points_to_the_fake_data_one_when_only_that_exists(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setattr(common, "CHECKPOINT_DIR", tmp_path / "checkpoints")
+    real = common.default_checkpoint_dir() / "best.pt"
+    with pytest.raises(common.UserError) as error:
+        checkpointing.load_checkpoint(real)
+    assert "--fake-data" not in str(error.value)
+    checkpoint, _ = small_checkpoint()
+    checkpointing.save_checkpoint(checkpoint, common.default_checkpoint_dir(True) / "best.pt")
+    with pytest.raises(common.UserError, match="add --fake-data to use it"):
+        checkpointing.load_checkpoint(real)

@@ -1,4 +1,4 @@
-"""Tests for 03_data.open_image, the one function that reads image files for training (a folder)
+"""Tests for 03_image_files.open_image, the one function that reads image files for training (a folder)
 and prediction (08_predict.py): any mode is scaled to 8-bit RGB correctly, a large image is
 decoded at a reduced size, and a bad file in a training folder is one sentence that names it."""
 
@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 
 import checkpointing
 import common
+import image_files
 from conftest import make_checkpoint
 
 data = common.import_script("03_data")
@@ -24,7 +25,7 @@ def pattern(height=40, width=60):
 
 def read(path):
     """What the network gets from a file: open_image, then 03's shrink to 3x32x32."""
-    image, _ = data.open_image(path)
+    image, _ = image_files.open_image(path)
     return data.shrink(image)
 
 
@@ -92,9 +93,9 @@ def test_a_float_image_beyond_1_is_scaled_by_its_largest_value(tmp_path):
 def test_transparent_pixels_become_white():
     # Fully transparent black pixels would come out black with a plain convert("RGB").
     transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert np.all(np.array(data.to_rgb(transparent)) == 255)
+    assert np.all(np.array(image_files.to_rgb(transparent)) == 255)
     gray = Image.new("L", (4, 4), 77)
-    assert np.all(np.array(data.to_rgb(gray)) == 77)
+    assert np.all(np.array(image_files.to_rgb(gray)) == 77)
 
 
 def test_a_palette_or_gray_png_with_a_transparent_colour_is_put_on_white(tmp_path):
@@ -103,11 +104,11 @@ def test_a_palette_or_gray_png_with_a_transparent_colour_is_put_on_white(tmp_pat
     ImageDraw.Draw(palette).rectangle((200, 200, 399, 399), fill=1)
     palette.save(tmp_path / "palette.png", transparency=0)  # colour 0 (black) is transparent
     Image.new("L", (40, 40), 0).save(tmp_path / "gray.png", transparency=0)
-    image, _ = data.open_image(tmp_path / "palette.png")
+    image, _ = image_files.open_image(tmp_path / "palette.png")
     pixels = np.asarray(image)
     assert image.size == (300, 300)  # reduced by 2
     assert np.all(pixels[0, 0] == 255) and tuple(pixels[150, 150]) == (200, 30, 30)
-    assert np.all(np.asarray(data.open_image(tmp_path / "gray.png")[0]) == 255)
+    assert np.all(np.asarray(image_files.open_image(tmp_path / "gray.png")[0]) == 255)
 
 
 def test_a_large_rgba_image_is_reduced_without_dark_edges(tmp_path):
@@ -118,7 +119,7 @@ def test_a_large_rgba_image_is_reduced_without_dark_edges(tmp_path):
     # black.
     ImageDraw.Draw(rgba).rectangle((0, 0, 499, 999), fill=(255, 255, 255, 255))
     rgba.save(tmp_path / "half.png")
-    image, description = data.open_image(tmp_path / "half.png")
+    image, description = image_files.open_image(tmp_path / "half.png")
     assert description == "PNG, 1000x1000 RGBA" and image.size == (334, 334)  # 1000 / 3, up
     assert np.all(np.asarray(image) == 255)
 
@@ -130,7 +131,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_size_that_shrinks_alike(tmp_path):
     # A 4000x3000 photo: smooth colour patches, so JPEG keeps it close to the original.
     photo = Image.fromarray(small).resize((4000, 3000), PIL.Image.Resampling.BILINEAR)
     photo.save(tmp_path / "photo.jpg", quality=95)
-    image, description = data.open_image(tmp_path / "photo.jpg")
+    image, description = image_files.open_image(tmp_path / "photo.jpg")
     assert description == "JPEG, 4000x3000 RGB"
     assert 256 <= min(image.size) < 512 and image.width / image.height == pytest.approx(4 / 3, 0.01)
     # What the network gets is nearly what shrinking the full-size photo gives.
@@ -142,7 +143,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_size_that_shrinks_alike(tmp_path):
 
 def test_a_small_image_is_read_at_its_own_size(tmp_path):
     Image.fromarray(pattern(32, 32)).save(tmp_path / "small.png")
-    image, description = data.open_image(tmp_path / "small.png")
+    image, description = image_files.open_image(tmp_path / "small.png")
     assert image.size == (32, 32) and image.mode == "RGB" and description == "PNG, 32x32 L"
 
 
@@ -151,7 +152,7 @@ def test_a_sideways_photo_is_turned_upright(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # the Orientation tag: "turn 90 degrees clockwise to show"
     image.save(tmp_path / "sideways.jpg", exif=exif)
-    upright, description = data.open_image(tmp_path / "sideways.jpg")
+    upright, description = image_files.open_image(tmp_path / "sideways.jpg")
     assert description == "JPEG, 600x300 RGB"
     assert upright.width < upright.height
 
@@ -201,5 +202,5 @@ def test_an_oversized_png_in_a_training_folder_is_one_sentence(tmp_path, monkeyp
 def test_missing_file_and_folder_are_one_sentence_each(tmp_path):
     for path, reason in ((tmp_path / "missing.png", "no such file"), (tmp_path, "a folder")):
         with pytest.raises(common.UserError, match=reason) as refusal:
-            data.open_image(path)
+            image_files.open_image(path)
         assert str(path) in str(refusal.value)

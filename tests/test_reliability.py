@@ -358,6 +358,8 @@ def test_fake_data_runs_keep_out_of_the_real_checkpoints(monkeypatch):
         assert training.parse_args().checkpoint_dir == folder
         monkeypatch.setattr("sys.argv", ["06_evaluate.py", *fake])
         assert evaluation.parse_args().checkpoint == folder / "best.pt"
+        monkeypatch.setattr("sys.argv", ["08_predict.py", "photo.jpg", *fake])
+        assert common.import_script("08_predict").parse_args().checkpoint == folder / "best.pt"
 
 
 def test_one_run_at_a_time_per_checkpoint_folder(trained_checkpoints, small_data, capsys,
