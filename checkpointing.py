@@ -9,6 +9,7 @@ lesson.
 import os
 import pickle
 import pickletools
+import warnings
 from pathlib import Path
 
 import torch
@@ -66,7 +67,9 @@ def load_checkpoint(path, device="cpu", for_resume=False):
         raise UserError(f"there is no checkpoint at {path}{hint}; train a model first with "
                         "`python 05_train.py`, or pass --checkpoint with the right file.")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some files it then refuses: the
+            warnings.simplefilter("ignore")  # sentence below says all there is to say
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch.load raises many kinds of errors for a damaged file
         if isinstance(error, pickle.UnpicklingError) and asks_for_code(path, error):
             raise UserError(f"{path} holds more than weights and data (Python objects that "
@@ -106,6 +109,8 @@ def layout_problem(checkpoint, for_resume=False):
     def is_number(value):
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
+    if not isinstance(checkpoint, dict):
+        return "the dict of its parts"
     config, model = checkpoint["config"], checkpoint["config"]["model"]
     wrong = {
         "the weights": not isinstance(checkpoint["model"], dict),
