@@ -419,9 +419,14 @@ def start_or_resume(checkpoint, args, config, model, optimizer, scheduler):
                                        "val_accuracy", "lr", "seconds")}
         return 1, -1.0, history  # -1: the first epoch is always the best so far
     check_resumable(checkpoint, args, config)
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])  # momentum buffers, learning rates
-    scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])  # momentum buffers, learning rates
+        scheduler.load_state_dict(checkpoint["scheduler"])  # the step count: where the lr was
+    except (RuntimeError, ValueError, KeyError, TypeError):
+        raise common.UserError(
+            f"{args.checkpoint_dir / 'last.pt'} does not fit this model and optimizer (edited, or "
+            "written by another version of 05_train.py); start a new run instead.") from None
     print(f"Resuming from {args.checkpoint_dir / 'last.pt'}: {checkpoint['epoch']} epochs done, "
           f"best validation accuracy so far {100 * checkpoint['best_val_accuracy']:.2f}%")
     planned = config["epochs"]

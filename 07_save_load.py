@@ -228,9 +228,13 @@ optimizer = training.make_optimizer(resumed_model, config["lr"], config["weight_
 # epochs x batches per epoch, both recorded in the config.
 total_steps = config["epochs"] * config["steps_per_epoch"]
 scheduler = training.make_scheduler(optimizer, total_steps=total_steps)
-resumed_model.load_state_dict(checkpoint["model"])
-optimizer.load_state_dict(checkpoint["optimizer"])  # also moves the momentum onto the device
-scheduler.load_state_dict(checkpoint["scheduler"])
+try:
+    resumed_model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])  # also moves the momentum onto the device
+    scheduler.load_state_dict(checkpoint["scheduler"])
+except (RuntimeError, ValueError, KeyError, TypeError):  # an edited or foreign checkpoint
+    raise common.UserError(f"{args.checkpoint} does not fit the model and optimizer it names; "
+                           "train again with `python 05_train.py`.") from None
 start_epoch = checkpoint["epoch"] + 1
 history = checkpoint["history"]
 best_val_accuracy = checkpoint["best_val_accuracy"]

@@ -548,3 +548,19 @@ def test_failed_download_leaves_nothing_that_breaks_the_next_try(tmp_path):
     assert_refused(result, "CIFAR-10", "--fake-data")
     assert list(data_dir.iterdir()) == [], "the failed download left files behind"
     assert not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.parametrize("script", [TRAIN, "07_save_load.py"])
+def test_an_edited_optimizer_state_is_one_sentence(script, trained_checkpoints, small_data,
+                                                   tmp_path, capsys, monkeypatch):
+    checkpoint = checkpointing.load_checkpoint(trained_checkpoints / "last.pt")
+    checkpoint["optimizer"]["param_groups"] = checkpoint["optimizer"]["param_groups"][:1]
+    checkpointing.save_checkpoint(checkpoint, trained_checkpoints / "last.pt")
+    if script == TRAIN:
+        result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                      epochs=EPOCHS + 1),
+                                capsys=capsys, monkeypatch=monkeypatch)
+    else:
+        result = finish(start(script, "--checkpoint", trained_checkpoints / "last.pt",
+                              "--output-dir", tmp_path / "export"), timeout=120)
+    assert_refused(result, "does not fit")
