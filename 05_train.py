@@ -440,17 +440,20 @@ def start_or_resume(checkpoint, args, config, model, optimizer, scheduler):
     return checkpoint["epoch"] + 1, checkpoint["best_val_accuracy"], checkpoint["history"]
 
 
-def save_history(history, output_dir):
-    """Write the history as JSON and as a plot of loss and accuracy per epoch.
-
-    Returns:
-        (history_path, curves_path).
-    """
+def save_history(history, args):
+    """Write the history as JSON and as a plot of loss and accuracy per epoch, and say where
+    everything the run wrote is, and what to run next."""
     import figures  # matplotlib, loaded here: only a finished run draws, and it takes a second
 
-    history_path = output_dir / "history.json"
+    history_path = args.output_dir / "history.json"
     common.write_atomically(history_path, lambda file: file.write(json.dumps(history).encode()))
-    return history_path, figures.plot_history(history, output_dir / "training_curves.png")
+    curves_path = figures.plot_history(history, args.output_dir / "training_curves.png")
+    print(f"Checkpoints: {args.checkpoint_dir / 'last.pt'} and {args.checkpoint_dir / 'best.pt'}")
+    print(f"History: {history_path}\nPlot: {curves_path}")
+    if args.fake_data:
+        print("(Random images with random labels: about 10% is chance, and all any network can "
+              "score here. This run only checks that the code runs.)")
+    print("Next: " + next_command(args))
 
 
 def next_command(args):
@@ -563,15 +566,9 @@ def main():
     if args.dry_run:
         print(f"Dry run finished in {seconds:.1f} s; no files written.")
         return
-    history_path, curves_path = save_history(history, args.output_dir)
     print(f"\nBest validation accuracy: {100 * best_val_accuracy:.2f}%   training time: "
           f"{seconds:.0f} s ({seconds / 60:.1f} min)")
-    print(f"Checkpoints: {args.checkpoint_dir / 'last.pt'} and {args.checkpoint_dir / 'best.pt'}")
-    print(f"History: {history_path}\nPlot: {curves_path}")
-    if args.fake_data:
-        print("(Random images with random labels: about 10% is chance, and all any network can "
-              "score here. This run only checks that the code runs.)")
-    print("Next: " + next_command(args))
+    save_history(history, args)
 
 
 if __name__ == "__main__":
