@@ -43,8 +43,10 @@ from tqdm import tqdm
 import checkpointing
 import common
 
-data = common.import_script("03_data")  # the data pipeline (a file name can't start `import 0...`)
-models = common.import_script("04_model")  # the network
+# The data pipeline of 03_data.py and the network of 04_model.py. (`import 03_data` is not valid
+# Python, because a name cannot start with a digit; common.import_script takes it as a string.)
+data = common.import_script("03_data")
+models = common.import_script("04_model")
 
 # %% Settings --------------------------------------------------------------------------------------
 # The flags (see --help) change a run; these constants are the rest of the recipe. The learning
@@ -55,7 +57,7 @@ models = common.import_script("04_model")  # the network
 # small network on an H100 with peaks from 0.1 to 0.8 per 512 images, of which 0.6 was kept. The
 # warm-up share and the two factors are the common "short rise, long fall" shape and were not
 # tuned one by one.
-MOMENTUM = 0.9  # SGD steps along a sum of past gradients, each step's weighed 0.9 x less
+MOMENTUM = 0.9  # SGD steps along a sum of past gradients, each older one counting 0.9x less
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
 END_FACTOR = 0.001  # and the decay ends at peak / 1000
@@ -90,6 +92,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
 
     Raises:
         FloatingPointError: the loss became NaN or infinite: training diverged.
+        ValueError: the loader gave no batch.
     """
     device = torch.device(device)
     model.train()  # training mode: batch-norm uses each batch's own statistics (04_model.py)
@@ -128,6 +131,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
             running_loss = loss_sum.item() / seen
             if not math.isfinite(running_loss):
                 raise FloatingPointError(f"the training loss became {running_loss}")
+            # param_groups: the optimizer's groups of parameters, each with its own settings
+            # (make_optimizer below makes two); the schedule sets the same lr in all of them.
             progress.set_postfix(loss=f"{running_loss:.3f}",
                                  lr=f"{optimizer.param_groups[0]['lr']:.3g}")
     if seen == 0:
