@@ -10,6 +10,9 @@ What you will learn
     - Fitting a straight line to noisy points (linear regression) twice: first with parameters
       and an update written by hand, then with `nn.Linear`, `nn.MSELoss` and `torch.optim.SGD`,
       in the same numbered steps as the training loop of 05_train.py.
+    - Choosing a loss for the question a model answers (a number, yes or no, one of many
+      classes), the dtype and shape of its targets, and why models output logits, not
+      probabilities.
 
 How to run it
     python 02_autograd.py                 # a few seconds on a CPU
@@ -22,6 +25,8 @@ Reads nothing and writes nothing: everything it shows is printed.
 
 # %% Setup ---------------------------------------------------------------------------------------
 
+import math
+
 import torch
 from torch import nn
 
@@ -32,7 +37,7 @@ import common
 common.report_errors_plainly()
 
 parser = common.make_parser("Lesson 2: autograd, and a line fitted with it.",
-                            device_purpose="where the model of section 9 trains",
+                            device_purpose="where the models of sections 9 and 10 train",
                             seed_help="random seed (the data points and the model's starting "
                                       "weights)")
 parser.add_argument("--lr", type=common.positive_float, default=0.1,
@@ -309,4 +314,94 @@ print(f"least squares:   weight={best_weight:.4f} bias={best_bias:.4f}")
 # with the least-squares line to a few thousandths; that line itself is off the true one by about
 # as much, because of the noise. The loop above is the training loop of 05_train.py; only the
 # model (a CNN), the loss (one made for choosing among classes) and the data (images) will change.
+
+
+# %% 10. Choosing a loss --------------------------------------------------------------------------
+common.section("10. Choosing a loss: a number, yes or no, one of many")
+# The loss states the question the model answers. Section 9 asked "which number?" and used the
+# mean squared error. Now a yes/no question: is a point (x, y) above the line y = 2x - 1?
+# The model outputs one number per point, a logit: any real number, above 0 for "yes" (the
+# larger, the surer), below 0 for "no". The sigmoid, 1 / (1 + e**-logit), turns it into the
+# probability of "yes", between 0 and 1. nn.BCEWithLogitsLoss (binary cross-entropy) takes the
+# logits and scores each point by -log(the probability given to the right answer): near 0 when
+# the model was sure and right, large when it was sure and wrong.
+points = torch.rand(num_samples, 2) * 4 - 2  # 1,000 points (x, y) in the square [-2, 2)^2
+labels = (points[:, 1] > 2 * points[:, 0] - 1).float().unsqueeze(1)  # 1.0 yes, 0.0 no; (1000, 1)
+model = nn.Linear(in_features=2, out_features=1).to(device)  # 2 inputs, x and y; one logit
+loss_fn = nn.BCEWithLogitsLoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+points, labels = points.to(device), labels.to(device)
+for step in range(201):  # all 1,000 points in every step, as in section 8
+    optimizer.zero_grad()
+    loss = loss_fn(model(points), labels)
+    loss.backward()
+    optimizer.step()
+    if step % 50 == 0:
+        print(f"step {step:3d}: loss {loss.item():.4f}")
+with torch.no_grad():
+    logits = model(points)
+# A logit above 0 means a probability above 0.5: "yes". Accuracy is the fraction answered right.
+accuracy = ((logits > 0).float() == labels).float().mean().item()
+print(f"yes/no classifier: final accuracy {accuracy:.3f} on the points it learned from")
+print("probability of 'yes' for the first 3 points:", torch.sigmoid(logits[:3]).flatten().cpu(),
+      "| labels:", labels[:3].flatten().cpu())
+
+# Each loss wants its targets in its own form. For "which of several classes?", the model gives
+# one logit per class, nn.CrossEntropyLoss turns them into probabilities that add up to 1 (a
+# softmax) and scores -log(the probability of the right class). Its target is a class index per
+# sample: the number of the class in a list of class names, 0 for the first. Here 2 samples and
+# 3 classes, both answered right, so a small loss.
+class_logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])  # (N, number of classes)
+class_indices = torch.tensor([0, 2])  # sample 0 is of class 0, sample 1 of class 2
+class_loss = nn.CrossEntropyLoss()(class_logits, class_indices)
+for name, target in [("MSELoss", targets), ("BCEWithLogitsLoss", labels),
+                     ("CrossEntropyLoss", class_indices)]:
+    print(f"{name:17s} targets: {target.dtype}, shape {tuple(target.shape)}")
+print(f"cross-entropy of the 2 samples: {class_loss.item():.4f}")
+try:  # a common first mistake: yes/no labels left as integers
+    loss_fn(logits, labels.long())
+except RuntimeError as error:
+    print("BCEWithLogitsLoss with int64 targets fails:", first_line(error))
+
+# Why the model ends in logits, and not in a sigmoid (or a softmax) with nn.BCELoss after it:
+# in float32, sigmoid(20) rounds to exactly 1.0. For a "no" point the loss, -log(1 - sigmoid),
+# becomes -log(0) = inf; nn.BCELoss clamps it at 100, and the gradient through the rounded
+# sigmoid is 0, so a model that is sure and wrong gets no push to change. BCEWithLogitsLoss
+# works from the logit: the same loss is log(1 + e**logit) = logit + log(1 + e**-logit) (a log
+# of a sum of exponentials, the largest taken out first), which never rounds to log(0), and its
+# gradient is sigmoid(logit) - target, here a full 1. CrossEntropyLoss does the same for classes.
+
+
+def sigmoid_then_bce(logit, target):
+    """The way that loses precision: a probability first, then nn.BCELoss on it."""
+    return nn.BCELoss()(torch.sigmoid(logit), target)
+
+
+print("a 'no' point (target 0): loss (gradient of the loss with respect to the logit)")
+for logit in (2.0, 20.0, 40.0):
+    row = f"logit {logit:2.0f}: exact {math.log1p(math.exp(logit)):7.4f}"
+    for name, function in [("BCEWithLogitsLoss", nn.BCEWithLogitsLoss()),
+                           ("sigmoid then BCELoss", sigmoid_then_bce)]:
+        logit_tensor = torch.tensor(logit, requires_grad=True)
+        loss = function(logit_tensor, torch.tensor(0.0))
+        loss.backward()
+        row += f" | {name} {loss.item():8.4f} ({logit_tensor.grad.item():.4f})"
+    print(row)
+
+print("\nwhich loss for which question (N: the number of samples; the model outputs plain "
+      "numbers or logits):")
+for question, loss_name, target_form in [
+        ("question", "loss", "targets"),
+        ("a number (a price, a temperature)", "MSELoss, or L1Loss / HuberLoss *",
+         "float, the output's shape"),
+        ("yes or no (spam or not?)", "BCEWithLogitsLoss", "float 0./1., (N,) or (N, 1)"),
+        ("one of many classes (CIFAR-10, in 05)", "CrossEntropyLoss", "int64 class indices, (N,)"),
+        ("several labels at once (multi-label)", "BCEWithLogitsLoss, on each label",
+         "float 0./1., (N, labels)")]:
+    print(f"  {question:38s} {loss_name:33s} {target_form}")
+print("  * less pulled by a few points far off the rest")
+# What to look at: the classifier's loss falls and its accuracy ends near 1 (a straight boundary
+# is all it needs); the targets' dtypes; and the last two rows of the logit table, where the
+# sigmoid route reports 100 instead of the true loss and gives a gradient of 0.
+
 print("\nNext, 03_data.py: loading CIFAR-10 images in batches.")

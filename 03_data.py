@@ -193,6 +193,8 @@ def load_split(data_dir, split, fake_data=False):
     source = data_source(data_dir, fake_data)
     if source == "fake":
         size = 1000 if split == "train" else 200
+        # FakeData makes image i from the random seed i + random_offset: another offset for the
+        # test split gives other images than the training split.
         fake = datasets.FakeData(size=size, image_size=(3, IMAGE_SIZE, IMAGE_SIZE),
                                  num_classes=len(CIFAR10_CLASSES),
                                  random_offset=0 if split == "train" else 10**6)

@@ -1,5 +1,7 @@
-"""Tests for 02_autograd.py: the gradients it prints are right and the line fits converge."""
+"""Tests for 02_autograd.py: the gradients it prints are right, the line fits converge, and the
+losses of section 10 behave as the lesson says."""
 
+import math
 import re
 
 import pytest
@@ -115,3 +117,74 @@ def test_another_seed_also_fits(run, output):
     other = stdout_of(run, "--device", "cpu", "--seed", 1)
     assert parse_fit(other, "learned") != parse_fit(output, "learned")
     check_fits(other)
+    check_classifier(other)
+
+
+def section_text(output, number):
+    """The output of section `number`, from its banner to the next banner (or the end)."""
+    match = re.search(rf"^=== {number}\. .*?(?=^=== |\Z)", output, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"no section {number} in the output"
+    return match.group(0)
+
+
+def test_runs_every_section_in_order(output):
+    numbers = [int(number) for number in re.findall(r"^=== (\d+)\. ", output, flags=re.MULTILINE)]
+    assert numbers == list(range(1, 11))
+    assert output.rstrip().endswith("Next, 03_data.py: loading CIFAR-10 images in batches.")
+
+
+def check_classifier(output):
+    """The yes/no classifier of section 10 learns: its loss falls and its accuracy is high."""
+    text = section_text(output, 10)
+    losses = [float(value) for value in re.findall(r"^step +\d+: loss (\S+)$", text,
+                                                    flags=re.MULTILINE)]
+    assert len(losses) >= 2 and losses[-1] < losses[0] / 2
+    match = re.search(r"^yes/no classifier: final accuracy (\S+) ", text, flags=re.MULTILINE)
+    assert match, "no 'yes/no classifier: final accuracy ...' line"
+    assert float(match.group(1)) > 0.9
+
+
+def test_binary_classifier_is_accurate(output):
+    check_classifier(output)
+
+
+def test_targets_have_the_dtypes_each_loss_needs(output):
+    text = section_text(output, 10)
+    printed = dict((name, (dtype, shape)) for name, dtype, shape in re.findall(
+        r"^(\w+Loss) +targets: torch\.(\w+), shape (\(.*\))$", text, flags=re.MULTILINE))
+    assert printed == {"MSELoss": ("float32", "(1000, 1)"),
+                       "BCEWithLogitsLoss": ("float32", "(1000, 1)"),
+                       "CrossEntropyLoss": ("int64", "(2,)")}
+    assert "BCEWithLogitsLoss with int64 targets fails: result type Float" in text
+    cross_entropy = float(re.search(r"cross-entropy of the 2 samples: (\S+)", text).group(1))
+    assert 0 < cross_entropy < 0.5  # both samples answered right
+
+
+def test_logits_keep_the_precision_that_a_sigmoid_loses(output):
+    text = section_text(output, 10)
+    rows = re.findall(r"^logit +(\S+): exact +(\S+) \| BCEWithLogitsLoss +(\S+) \((\S+)\) \| "
+                      r"sigmoid then BCELoss +(\S+) \((\S+)\)$", text, flags=re.MULTILINE)
+    assert [float(row[0]) for row in rows] == [2.0, 20.0, 40.0]
+    for row in rows:
+        logit, exact, with_logits, with_logits_gradient, via_sigmoid, via_sigmoid_gradient = (
+            float(value) for value in row)
+        # For target 0 the loss is log(1 + e**logit) and its gradient sigmoid(logit).
+        assert exact == pytest.approx(math.log1p(math.exp(logit)), abs=1e-4)
+        assert math.isfinite(with_logits)
+        assert with_logits == pytest.approx(exact, abs=1e-3)
+        assert with_logits_gradient == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-4)
+        if logit < 10:  # a moderate logit: both ways agree
+            assert via_sigmoid == pytest.approx(exact, abs=1e-3)
+            assert via_sigmoid_gradient == pytest.approx(with_logits_gradient, abs=1e-4)
+        else:  # sigmoid rounds to 1.0: the loss is wrong (clamped or infinite), the gradient gone
+            assert not via_sigmoid == pytest.approx(exact, abs=1.0)
+            assert via_sigmoid_gradient == 0.0
+
+
+def test_the_table_says_which_loss_for_which_question(output):
+    table = section_text(output, 10).split("which loss for which question")[1]
+    rows = {row.split()[0]: row for row in table.splitlines()[2:6]}
+    assert "MSELoss" in rows["a"] and "float" in rows["a"]
+    assert "BCEWithLogitsLoss" in rows["yes"]
+    assert "CrossEntropyLoss" in rows["one"] and "int64 class indices" in rows["one"]
+    assert "BCEWithLogitsLoss" in rows["several"] and "multi-label" in rows["several"]
