@@ -348,7 +348,8 @@ print("probability of 'yes' for the first 3 points:", torch.sigmoid(logits[:3]).
 
 # Each loss wants its targets in its own form. For "which of several classes?", the model gives
 # one logit per class, nn.CrossEntropyLoss turns them into probabilities that add up to 1 (a
-# softmax) and scores -log(the probability of the right class). Its target is a class index per
+# "softmax": e**logit_i / the sum of e**logit_j over all classes) and scores -log(the
+# probability of the right class). Its target is a class index per
 # sample: the number of the class in a list of class names, 0 for the first. Here 2 samples and
 # 3 classes, both answered right, so a small loss.
 class_logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])  # (N, number of classes)
@@ -361,15 +362,17 @@ print(f"cross-entropy of the 2 samples: {class_loss.item():.4f}")
 try:  # a common first mistake: yes/no labels left as integers
     loss_fn(logits, labels.long())
 except RuntimeError as error:
-    print("BCEWithLogitsLoss with int64 targets fails:", first_line(error))
+    print("BCEWithLogitsLoss with int64 targets fails:", first_line(error),
+          "(the fix: labels.float())")
 
-# Why the model ends in logits, and not in a sigmoid (or a softmax) with nn.BCELoss after it:
-# in float32, sigmoid(20) rounds to exactly 1.0. For a "no" point the loss, -log(1 - sigmoid),
-# becomes -log(0) = inf; nn.BCELoss clamps it at 100, and the gradient through the rounded
-# sigmoid is 0, so a model that is sure and wrong gets no push to change. BCEWithLogitsLoss
-# works from the logit: the same loss is log(1 + e**logit) = logit + log(1 + e**-logit) (a log
-# of a sum of exponentials, the largest taken out first), which never rounds to log(0), and its
-# gradient is sigmoid(logit) - target, here a full 1. CrossEntropyLoss does the same for classes.
+# Why the model ends in logits, and not in a sigmoid with nn.BCELoss after it (or a softmax,
+# a log and nn.NLLLoss, for classes): in float32, sigmoid(20) rounds to exactly 1.0. For a "no"
+# point (target 0) the loss, -log(1 - sigmoid), becomes -log(0) = inf; nn.BCELoss clamps it at
+# 100, and the gradient through the rounded sigmoid is 0, so a model that is sure and wrong gets
+# no push to change. BCEWithLogitsLoss works from the logit itself: for target 0 the same loss
+# is log(1 + e**logit), which it computes as logit + log(1 + e**-logit), a form in which nothing
+# rounds away; its gradient is sigmoid(logit) - target, here a full 1. CrossEntropyLoss does the
+# same for classes.
 
 
 def sigmoid_then_bce(logit, target):
@@ -377,7 +380,7 @@ def sigmoid_then_bce(logit, target):
     return nn.BCELoss()(torch.sigmoid(logit), target)
 
 
-print("a 'no' point (target 0): loss (gradient of the loss with respect to the logit)")
+print("a 'no' point (target 0): loss (its gradient with respect to the logit)")
 for logit in (2.0, 20.0, 40.0):
     row = f"logit {logit:2.0f}: exact {math.log1p(math.exp(logit)):7.4f}"
     for name, function in [("BCEWithLogitsLoss", nn.BCEWithLogitsLoss()),
@@ -394,7 +397,7 @@ for question, loss_name, target_form in [
         ("question", "loss", "targets"),
         ("a number (a price, a temperature)", "MSELoss, or L1Loss / HuberLoss *",
          "float, the output's shape"),
-        ("yes or no (spam or not?)", "BCEWithLogitsLoss", "float 0./1., (N,) or (N, 1)"),
+        ("yes or no (spam or not?)", "BCEWithLogitsLoss", "float 0./1., the logits' shape"),
         ("one of many classes (CIFAR-10, in 05)", "CrossEntropyLoss", "int64 class indices, (N,)"),
         ("several labels at once (multi-label)", "BCEWithLogitsLoss, on each label",
          "float 0./1., (N, labels)")]:

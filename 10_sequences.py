@@ -179,8 +179,9 @@ if __name__ == "__main__":
     encoded = vocabulary.encode(text)
     # Held-out text: the last 10% of it, in one piece. Not characters picked at random: each
     # would sit between training characters, and the model would be tested on text it has
-    # (almost) read. Perplexity on held-out text says how well the model predicts text it has
-    # never seen, which is the point; on its training text, a big enough model can learn the
+    # (almost) read. Perplexity on held-out text (section 7: how many characters the model is,
+    # in effect, choosing between at each step) says how well it predicts text it has never
+    # seen, which is the point; on its training text, a big enough model can learn the
     # text by heart.
     split = int(len(encoded) * (1 - args.held_out_fraction))
     train_encoded, held_out_encoded = encoded[:split], encoded[split:]
@@ -306,7 +307,8 @@ class CharacterLSTM(nn.Module):
     def forward(self, inputs, hidden=None):
         embedded = self.embedding(inputs)  # (batch, time) -> (batch, time, embedding_dim)
         # hidden=None starts from zeros. outputs: h at every step, (batch, time, hidden_size);
-        # hidden: (h, c) after the last step, each (num_layers, batch, hidden_size).
+        # hidden: (h, c) after the last step, each (num_layers, batch, hidden_size): batch_first
+        # applies to the inputs and outputs only, never to h and c.
         outputs, hidden = self.lstm(embedded, hidden)
         scores = self.head(self.dropout(outputs))  # (batch, time, vocabulary_size)
         return scores, hidden
@@ -405,7 +407,7 @@ if __name__ == "__main__":
     # sum of their squares) and, if it is above max_norm, scales them all down to that norm: the
     # direction is kept, only the step is shorter. It returns the norm measured before clipping.
     # An untrained model's gradients are small, as here; clipping is for the rare spikes that
-    # come later in training, and costs nothing on the steps it leaves alone.
+    # come later in training, and changes nothing on the steps it leaves alone.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=args.max_grad_norm)
     print(f"gradient norm of section 5's last batch: {norm.item():.3f}  (scaled down to at most "
           f"{args.max_grad_norm} when above it)")
@@ -507,8 +509,9 @@ def evaluate(model, loader, loss_fn, device):
 
 
 def unigram_perplexity(train_encoded, held_out_encoded, vocabulary_size):
-    """The perplexity on the held-out text of a "model" that only knows how often each character
-    occurs in the training text (and counts every character once more, so none has chance 0)."""
+    """The perplexity on the held-out text of a "unigram model": one that only knows how often
+    each character occurs in the training text (and counts every character once more, so none
+    has chance 0), whatever came before it."""
     counts = torch.bincount(train_encoded, minlength=vocabulary_size).double() + 1
     probabilities = counts / counts.sum()
     return math.exp(-probabilities[held_out_encoded].log().mean().item())
@@ -556,17 +559,20 @@ def generate(model, vocabulary, prompt, length, temperature=1.0, device="cpu", g
     if not prompt:
         raise ValueError("the prompt must have at least one character")
     device = torch.device(device)
+    was_training = model.training
     model.eval()  # no dropout while writing
     written = []
     with torch.no_grad():
         scores, hidden = model(vocabulary.encode(prompt).unsqueeze(0).to(device))  # (1, time)
         for _ in range(length):
             # The scores after the last character read, as probabilities. Drawing happens on the
-            # CPU in float32, so that the same seed writes the same text on every device.
+            # CPU in float32, so that the same seed draws the same random numbers on every
+            # device (the text is then nearly the same: a GPU's scores differ in the last digits).
             probabilities = torch.softmax(scores[0, -1].float().cpu() / temperature, dim=-1)
             next_index = torch.multinomial(probabilities, num_samples=1, generator=generator)
             written.append(next_index.item())
             scores, hidden = model(next_index.view(1, 1).to(device), hidden)
+    model.train(was_training)  # back to the mode it was in
     return vocabulary.decode(written)
 
 
@@ -725,6 +731,9 @@ if __name__ == "__main__":
         except FloatingPointError as error:
             raise common.UserError(f"{error} in epoch {epoch}: training diverged; try a lower "
                                    f"--lr, e.g. {args.lr / 3:.2g}.") from None
+        # (In the first epochs the training loss is the higher one: it is averaged over an epoch
+        # in which the model was still learning, with dropout switched on; the held-out loss is
+        # measured afterwards, without dropout.)
         val_loss, val_accuracy = evaluate(model, held_out_loader, loss_fn, device)
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -767,14 +776,17 @@ if __name__ == "__main__":
 # %% 11. Where nn.GRU and nn.Transformer fit ------------------------------------------------------
 # nn.GRU is a simpler cousin of the LSTM: one state instead of two (h, without c) and two gates
 # instead of three, so about a quarter fewer weights and a little faster, and on most tasks about
-# as good. It is a one-line swap here: nn.GRU takes the same arguments, returns (outputs, h), and
-# detach_hidden already handles a single tensor. Try it and compare the perplexities.
-# nn.Transformer (or a stack of nn.TransformerEncoderLayer with a causal mask, so that position t
-# sees only positions up to t, and each position's number added to its embedding, since attention
-# by itself ignores order) drops the hidden state altogether: attention lets every position
+# as good. To try it, swap nn.LSTM for nn.GRU in CharacterLSTM (it takes the same arguments) and
+# write section 3's demonstration as `outputs, hidden = model.lstm(embedded)`: a GRU returns
+# (outputs, h), not (outputs, (h, c)). detach_hidden already handles a single tensor. Compare
+# the perplexities.
+# A Transformer for this task is a stack of nn.TransformerEncoderLayer with a causal mask (so that
+# position t sees only positions up to t) and a positional encoding (each position's number,
+# turned into a vector and added to its embedding, since attention by itself ignores order); the
+# full nn.Transformer adds a decoder, for translation. It drops the hidden state altogether: attention lets every position
 # look at every earlier one directly, all positions are computed at once rather than one step
 # after another, and a GPU is kept far busier. That is why large language models are
-# Transformers. The costs: attention's memory grows with the square of the sequence length, the
+# Transformers. The costs: attention's work grows with the square of the sequence length, the
 # model only sees a fixed window (no state carried from batch to batch), and it needs far more
 # text and compute before it beats an LSTM; on a small text and a CPU, like here, the LSTM is
 # the better teacher and often the better model.
