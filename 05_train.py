@@ -181,9 +181,10 @@ def make_optimizer(model, lr, weight_decay=5e-4, momentum=MOMENTUM):
     Momentum: each update follows a sum of recent gradients, where every older one counts
     `momentum` (0.9) times less (buffer = 0.9 x buffer + gradient), which smooths out the noise
     of single batches; in a steady slope that sum grows to 10 times one gradient. Nesterov: the
-    step looks a little ahead along that sum, which corrects an overshoot sooner. Weight decay pulls weights towards 0 so the network does
-    not rely on a few large ones; it is not applied to BatchNorm's scales and shifts or to biases
-    (the 1-dimensional parameters): they are few, and shrinking them only fights the normalisation.
+    step looks a little ahead along that sum, which corrects an overshoot sooner. Weight decay
+    pulls weights towards 0 so the network does not rely on a few large ones; it is not applied
+    to BatchNorm's scales and shifts or to biases (the 1-dimensional parameters): they are few,
+    and shrinking them only fights the normalisation.
 
     Args:
         model: the nn.Module to train.

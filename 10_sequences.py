@@ -783,9 +783,9 @@ if __name__ == "__main__":
 # A Transformer for this task is a stack of nn.TransformerEncoderLayer with a causal mask (so that
 # position t sees only positions up to t) and a positional encoding (each position's number,
 # turned into a vector and added to its embedding, since attention by itself ignores order); the
-# full nn.Transformer adds a decoder, for translation. It drops the hidden state altogether: attention lets every position
-# look at every earlier one directly, all positions are computed at once rather than one step
-# after another, and a GPU is kept far busier. That is why large language models are
+# full nn.Transformer adds a decoder, for translation. It drops the hidden state altogether:
+# attention lets every position look at every earlier one directly, all positions are computed
+# at once rather than one step after another, and a GPU is kept far busier. That is why large language models are
 # Transformers. The costs: attention's work grows with the square of the sequence length, the
 # model only sees a fixed window (no state carried from batch to batch), and it needs far more
 # text and compute before it beats an LSTM; on a small text and a CPU, like here, the LSTM is
