@@ -785,11 +785,11 @@ if __name__ == "__main__":
 # turned into a vector and added to its embedding, since attention by itself ignores order); the
 # full nn.Transformer adds a decoder, for translation. It drops the hidden state altogether:
 # attention lets every position look at every earlier one directly, all positions are computed
-# at once rather than one step after another, and a GPU is kept far busier. That is why large language models are
-# Transformers. The costs: attention's work grows with the square of the sequence length, the
-# model only sees a fixed window (no state carried from batch to batch), and it needs far more
-# text and compute before it beats an LSTM; on a small text and a CPU, like here, the LSTM is
-# the better teacher and often the better model.
+# at once rather than one step after another, and a GPU is kept far busier. That is why large
+# language models are Transformers. The costs: attention's work grows with the square of the
+# sequence length, the model only sees a fixed window (no state carried from batch to batch),
+# and it needs far more text and compute before it beats an LSTM; on a small text and a CPU,
+# like here, the LSTM is the better teacher and often the better model.
 if __name__ == "__main__":
     if args.dry_run:
         print("\nDry run finished: every section ran on one batch; no files written.")
