@@ -63,7 +63,7 @@ prediction = common.import_script("08_predict")  # reading and showing image fil
 
 IMAGE_SIZE = 112  # the side of the square ResNet-18 is fed (section 2 says why)
 FINE_TUNE_LR_FACTOR = 0.1  # the unfrozen last stage learns 10x slower than the new head
-WEIGHT_DECAY = 0.01  # AdamW's default: a gentle pull of every trained weight towards 0
+WEIGHT_DECAY = 0.01  # the default of AdamW (the optimizer used here, see make_optimizer)
 
 # Everything below runs only when you run this file: the tests import its functions.
 if __name__ == "__main__":
@@ -125,8 +125,8 @@ if __name__ == "__main__":
 #
 # torchvision.models holds well-known networks, each with weights trained on ImageNet. The current
 # API names the weights with an enum: ResNet18_Weights.DEFAULT is the best set torchvision has for
-# ResNet-18 (today IMAGENET1K_V1). `weights=` replaced the old `pretrained=True`, which newer
-# torchvision versions no longer accept. The enum also carries what came with the weights: the
+# ResNet-18 (today IMAGENET1K_V1). `weights=` replaced the old `pretrained=True`, deprecated since
+# torchvision 0.13: it still works with a warning, and may be removed. The enum also carries what came with the weights: the
 # file's address, the class names, the accuracy, and the preprocessing (section 2).
 # The first call downloads the weights (45 MB) into torch's cache folder, and later calls read
 # them from there. Without internet, download the file elsewhere and pass it with --weights-file:
@@ -190,10 +190,11 @@ def load_resnet18(weights_file=None, pretrained=True, image_size=IMAGE_SIZE):
             network = resnet18(weights=weights)  # downloads into `cache` the first time
         except (OSError, RuntimeError) as error:  # no network, a broken download, a full disk
             raise common.UserError(
-                f"could not download ResNet-18's ImageNet weights into {cache} "
-                f"({type(error).__name__}); connect to the internet and run again, or download "
-                f"{weights.url} on another machine and pass it with --weights-file PATH, or "
-                "run the same code from random weights with --no-pretrained.") from None
+                f"could not download ResNet-18's ImageNet weights into {cache} (no internet?); "
+                f"connect and run again, or download {weights.url} elsewhere and pass it with "
+                "--weights-file PATH, or transfer offline from your own network with --backbone "
+                "checkpoints/best.pt, or run the code from random weights with --no-pretrained."
+                ) from None
         description = f"ResNet-18 with ImageNet weights ({weights.name}, from {cache})"
     else:
         network = resnet18(weights=None)
@@ -409,14 +410,16 @@ if __name__ == "__main__":
 #
 # The optimizer gets only the parameters that train. Optimizers skip a parameter whose .grad is
 # None, so handing it all of them would work, today. But the list then hides what is trained, and
-# the moment a frozen parameter has a gradient of zeros instead of None (zero_grad(set_to_none=
-# False), or a gradient left from an earlier phase), weight decay and momentum move "frozen"
-# weights. Give the optimizer exactly the parameters you mean to train.
+# the moment a frozen parameter has a gradient of zeros instead of None (one left from an earlier
+# phase in which it trained, then zeroed by zero_grad(set_to_none=False)), weight decay and
+# momentum move "frozen" weights. Give the optimizer exactly the parameters you mean to train.
 #
 # Batch-norm needs one more step. Its running mean and variance (04_model.py) are buffers, not
 # parameters: requires_grad does not touch them, and in training mode each batch still updates
-# them. A frozen backbone would drift towards the statistics of your few images. So
-# TransferNet.train() puts the batch-norm layers of the frozen part in eval mode.
+# them, and normalises with each batch's own statistics rather than the learned ones. A frozen
+# backbone would drift towards the statistics of your few images, and the head would train on
+# features unlike those it is tested on. So TransferNet.train() puts the batch-norm layers of
+# the frozen part in eval mode.
 def freeze_backbone(model):
     """Freeze every parameter of the backbone; the head stays trainable."""
     model.backbone.requires_grad_(False)
@@ -427,9 +430,14 @@ def trainable_parameters(model):
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def make_optimizer(model, lr, backbone_lr, weight_decay=WEIGHT_DECAY):
+def make_optimizer(model, lr, backbone_lr=None, weight_decay=WEIGHT_DECAY):
     """AdamW over the parameters that train, in two parameter groups: the head at `lr`, and
     the backbone's trainable parameters (if any) at `backbone_lr`.
+
+    Why not 05's SGD: 05's learning rate, warm-up and weight-decay split were tuned for
+    training CifarNet from scratch over thousands of steps; a new head trained for a few dozen
+    steps needs none of that tuning with Adam. AdamW's decay, a gentle pull of every trained
+    weight towards 0, is simply left on for all of them here.
 
     Adam scales each parameter's step by the recent size of its gradients, so one learning rate
     suits a new head and a whole network alike (3e-3 here: a new head, trained for few steps,
@@ -452,10 +460,11 @@ if __name__ == "__main__":
     print(f"after freezing:  {trainable_parameters(model):,} (the head's "
           f"{model.head.weight.shape[1]} x {model.head.weight.shape[0]} weights and "
           f"{model.head.bias.numel()} biases)")
-    optimizer = make_optimizer(model, args.lr, backbone_lr=0.0)
+    optimizer = make_optimizer(model, args.lr)  # the backbone is frozen: only the head's group
     held = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
     print(f"the optimizer holds {held:,} numbers in {len(optimizer.param_groups)} group(s)")
-    model.last_stage.requires_grad_(True)  # what --fine-tune does, section 5
+    model.last_stage.requires_grad_(True)  # what --fine-tune does (a demonstration: section 5
+    # builds fresh networks to train)
     print(f"with {model.last_stage_name} unfrozen too: {trainable_parameters(model):,} trainable")
 
 
@@ -519,7 +528,7 @@ def train_method(method, network, num_classes, train_loader, val_loader, device,
     else:
         freeze_backbone(model)
         epochs = head_epochs if method == "fine-tuned" else total_epochs
-        optimizer = make_optimizer(model, lr, backbone_lr=0.0)  # backbone: none trains
+        optimizer = make_optimizer(model, lr)  # the backbone is frozen: only the head's group
         val_accuracy = train_epochs(model, train_loader, val_loader, optimizer, epochs, device,
                                     "head")
         if method == "fine-tuned":
@@ -550,6 +559,10 @@ if __name__ == "__main__":
                                                      device)
         print(f"{method}: test accuracy {100 * test_accuracy:.1f}% on {len(test.labels):,} "
               f"images, {trainable:,} trainable parameters, {seconds:.0f} s of training")
+        if args.fake_data or args.no_pretrained:
+            print(f"(Random {'images' if args.fake_data else 'starting weights'}: these numbers "
+                  "only show that the code runs; chance is "
+                  f"{100 / len(classes):.0f}%.)")
         if not args.fine_tune:
             print("Next: add --fine-tune to train the last stage too, or --compare to measure "
                   "both against training from scratch.")
