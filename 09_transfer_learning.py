@@ -124,9 +124,10 @@ if __name__ == "__main__":
 # on a large dataset and only learns what is new: how to tell *your* classes apart.
 #
 # torchvision.models holds well-known networks, each with weights trained on ImageNet. The current
-# API names the weights with an enum: ResNet18_Weights.DEFAULT is the best set torchvision has for
-# ResNet-18 (today IMAGENET1K_V1). `weights=` replaced the old `pretrained=True`, deprecated since
-# torchvision 0.13: it still works with a warning, and may be removed. The enum also carries what came with the weights: the
+# API names the weights with an enum (a class whose values are a fixed list of named choices):
+# ResNet18_Weights.DEFAULT is the best set torchvision has for ResNet-18 (today IMAGENET1K_V1).
+# `weights=` replaced the old `pretrained=True`, deprecated since torchvision 0.13: it still works
+# with a warning, and may be removed. The enum also carries what came with the weights: the
 # file's address, the class names, the accuracy, and the preprocessing (section 2).
 # The first call downloads the weights (45 MB) into torch's cache folder, and later calls read
 # them from there. Without internet, download the file elsewhere and pass it with --weights-file:
