@@ -345,30 +345,6 @@ def run_config(args, classes, mean, std, epochs, steps_per_epoch):
 
 
 # %% Checkpoints: saving a run and picking it up again ---------------------------------------------
-def open_run(args, device):
-    """Lock the checkpoint folder for this run, and read the run to resume if there is one.
-    A new run never silently replaces a trained one.
-
-    Returns:
-        (lock, resumed): the folder's lock (None for a dry run, which writes nothing) and the
-        checkpoint of last.pt to resume from (None for a new run).
-    """
-    lock = None if args.dry_run else checkpointing.lock_folder(args.checkpoint_dir)
-    last_path = args.checkpoint_dir / "last.pt"
-    if args.resume:
-        if not last_path.is_file():
-            raise common.UserError(f"there is no {last_path} to resume; start a new run without "
-                                   "--resume, or pass the --checkpoint-dir of the run to continue.")
-        return lock, checkpointing.load_checkpoint(last_path, device, for_resume=True)
-    trained = [path for path in (last_path, args.checkpoint_dir / "best.pt") if path.exists()]
-    if trained and not (args.overwrite or args.dry_run):
-        raise common.UserError(
-            f"{args.checkpoint_dir} already holds a trained model ({trained[0].name}); continue "
-            "that run with --resume, train this one into another folder with --checkpoint-dir, "
-            "or replace it with --overwrite.")
-    return lock, None
-
-
 def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history, config,
                      checkpoint_dir, improved):
     """Write best.pt (when validation accuracy improved) and last.pt (every epoch).
@@ -496,7 +472,12 @@ def main():
     device = common.get_device(args.device)
     common.seed_everything(args.seed)
     signal.signal(signal.SIGTERM, stop_like_ctrl_c)
-    lock, resumed = open_run(args, device)  # the lock is held until this process ends
+    # Lock the checkpoint folder (held until this process ends) and find the run to resume; a new
+    # run never silently replaces a trained one.
+    lock, last_path = checkpointing.open_run(args.checkpoint_dir, args.resume, args.overwrite,
+                                             args.dry_run)
+    resumed = (checkpointing.load_checkpoint(last_path, device, for_resume=True) if last_path
+               else None)
     fill_in_batch_size_and_lr(args, resumed)
     print(f"Device: {device}   model: {args.model_size}   epochs: {args.epochs}   "
           f"batch size: {args.batch_size}   peak lr: {args.lr}")

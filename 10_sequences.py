@@ -649,30 +649,6 @@ def load_sequence_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def open_run(args, device):
-    """Lock the checkpoint folder (a second run writing there is refused), and read last.pt if
-    this run resumes. A new run never silently replaces a trained one.
-
-    Returns:
-        (lock, resumed): the lock (None for a dry run, which writes nothing) and the checkpoint
-        to resume from (None for a new run).
-    """
-    lock = None if args.dry_run else checkpointing.lock_folder(args.checkpoint_dir)
-    last_path = args.checkpoint_dir / "last.pt"
-    if args.resume:
-        if not last_path.is_file():
-            raise common.UserError(f"there is no {last_path} to resume; start a new run without "
-                                   "--resume, or pass the --checkpoint-dir of the run to continue.")
-        return lock, load_sequence_checkpoint(last_path, device)
-    trained = [path for path in (last_path, args.checkpoint_dir / "best.pt") if path.exists()]
-    if trained and not (args.overwrite or args.dry_run):
-        raise common.UserError(
-            f"{args.checkpoint_dir} already holds a trained model ({trained[0].name}); continue "
-            "that run with --resume, train this one into another folder with --checkpoint-dir, "
-            "or replace it with --overwrite.")
-    return lock, None
-
-
 def start_or_resume(checkpoint, args, config, model, optimizer):
     """Where the run starts: epoch 1 with an empty history, or, given last.pt's checkpoint, the
     epoch after its last one, with its weights, optimizer state and history put back.
@@ -711,7 +687,11 @@ def start_or_resume(checkpoint, args, config, model, optimizer):
 # %% 10. The training run ------------------------------------------------------------------------
 if __name__ == "__main__":
     common.section("10. Training")
-    lock, resumed = open_run(args, device)  # the lock is held until this process ends
+    # Lock the checkpoint folder (held until this process ends) and find the run to resume; a new
+    # run never silently replaces a trained one.
+    lock, last_path = checkpointing.open_run(args.checkpoint_dir, args.resume, args.overwrite,
+                                             args.dry_run)
+    resumed = load_sequence_checkpoint(last_path, device) if last_path else None
     config = run_config(args, vocabulary, len(text))
     first_epoch, best_val_loss, history = start_or_resume(resumed, args, config, model, optimizer)
     num_epochs = 1 if args.dry_run else args.epochs

@@ -51,6 +51,32 @@ def lock_folder(folder):
     return lock_file
 
 
+def open_run(checkpoint_dir, resume=False, overwrite=False, dry_run=False):
+    """Start a training run in `checkpoint_dir`: lock the folder (a second run writing there is
+    refused) and, with `resume`, find the run's last.pt. A new run never silently replaces a
+    trained one: without `overwrite` it is refused in one sentence that names the ways forward.
+
+    Returns:
+        (lock, last_path): the folder's lock, held until the process ends (None for a dry run,
+        which writes nothing), and last.pt to resume from (None for a new run).
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    lock = None if dry_run else lock_folder(checkpoint_dir)
+    last_path = checkpoint_dir / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise UserError(f"there is no {last_path} to resume; start a new run without "
+                            "--resume, or pass the --checkpoint-dir of the run to continue.")
+        return lock, last_path
+    trained = [path for path in (last_path, checkpoint_dir / "best.pt") if path.exists()]
+    if trained and not (overwrite or dry_run):
+        raise UserError(
+            f"{checkpoint_dir} already holds a trained model ({trained[0].name}); continue that "
+            "run with --resume, train this one into another folder with --checkpoint-dir, or "
+            "replace it with --overwrite.")
+    return lock, None
+
+
 def load_checkpoint(path, device="cpu", for_resume=False):
     """Load a checkpoint dict from `path`, its tensors onto `device`, safely: weights_only=True.
 
