@@ -58,8 +58,10 @@ def predict(model, loader, device):
         (probabilities, tta_probabilities): two float tensors (N, classes) on the CPU, one row
         per image in the loader's order.
     """
-    model.eval()  # batch-norm uses its training statistics: an image's answer does not depend
-    # on the other images of its batch
+    # Eval mode: batch-norm uses its training statistics, so an image's answer does not depend on
+    # the other images of its batch. (08_predict.py uses torch.inference_mode, a stricter
+    # no_grad; either is right for a loop that never trains.)
+    model.eval()
     plain, averaged = [], []
     with torch.no_grad():  # no gradients are needed to measure: saves memory and time
         for images, _ in loader:
@@ -112,11 +114,11 @@ def main():
     accuracy = (predictions == labels).float().mean().item()
     tta_accuracy = (tta_probabilities.argmax(dim=1) == labels).float().mean().item()
     print(f"\nTest accuracy on {len(labels):,} images: {100 * accuracy:.2f}%")
+    print(f"With flip test-time augmentation:  {100 * tta_accuracy:.2f}% "
+          f"({100 * (tta_accuracy - accuracy):+.2f} points, for twice the compute)")
     if config.get("data") == "fake":
         print(f"(Random images with random labels: about {100 / len(classes):.0f}% is chance, "
               "and all any network can score here. This run only checks that the code runs.)")
-    print(f"With flip test-time augmentation:  {100 * tta_accuracy:.2f}% "
-          f"({100 * (tta_accuracy - accuracy):+.2f} points, for twice the compute)")
 
     # ---- Per-class accuracy: a single number hides which classes are hard ----------------------
     matrix = confusion_matrix(predictions, labels, len(classes))
