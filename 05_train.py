@@ -14,6 +14,7 @@ Run it
     python 05_train.py --dry-run                         # one batch of everything, no files
     python 05_train.py --epochs 10 --resume              # finish an interrupted run
     python 05_train.py --epochs 10 --overwrite           # train again over the last run
+    python 05_train.py --epochs 10 --compile             # torch.compile: slow start, see below
     python 05_train.py --help                            # every flag, with its default
 
 Reads the data (03_data.py). Writes checkpoints/best.pt (whenever validation accuracy improves),
@@ -254,6 +255,10 @@ def parse_args():
                           help="train on the images as they are, without random crops and flips")
     training.add_argument("--no-mixed-precision", action="store_true",
                           help="on CUDA, compute in float32 instead of bfloat16")
+    training.add_argument("--compile", action="store_true",
+                          help="run the model through torch.compile: the first epoch is slower "
+                               "while it compiles, later steps may be faster (mostly on a GPU; "
+                               "on the CPU it needs a C++ compiler); see compile_model")
     training.add_argument("--resume", action="store_true",
                           help="continue from last.pt in --checkpoint-dir")
     training.add_argument("--overwrite", action="store_true",
@@ -328,6 +333,68 @@ def make_model(size, num_classes, device):
         torch.backends.cudnn.benchmark = True
     print(f"Model: CifarNet {size}, {sum(p.numel() for p in model.parameters()):,} parameters")
     return model
+
+
+# %% Optional: torch.compile (--compile) -----------------------------------------------------------
+def compile_model(model, device):
+    """`model` compiled with torch.compile, to call in its place; it shares `model`'s weights.
+
+    What it does: the first time the compiled model runs, torch.compile records the operations of
+    its forward pass (and, in training, of the backward pass) and generates code for them that
+    fuses chains of small steps, such as the batch-norm and GELU after each convolution of
+    04_model.py, into one pass over memory instead of one pass per step: C++ on the CPU, GPU
+    programs ("kernels", written in Triton) on an NVIDIA GPU. Later calls run that code.
+
+    What it costs, up front: compiling takes a minute or more, paid in the first training batch
+    and the first validation batch, so the first epoch is much slower. The code is cached in a
+    temporary folder (torchinductor_<user>), so the next run on the same machine starts faster.
+    On the CPU it needs a C++ compiler (g++ or clang; Visual Studio's on Windows); on a GPU,
+    Triton needs a C compiler.
+
+    When it compiles again: the code is made for the shapes and the mode (training, or
+    evaluation without gradients) it was first called with. The training batches all have one
+    shape, because the training loader drops the last, smaller batch. Validation keeps every
+    image, so its last batch is smaller (with the small model's defaults, 5,000 images in
+    batches of 512: nine of 512 and one of 392), which costs one more compile, in the first epoch
+    only. dynamic=False compiles that one for 392 images too, rather than the general code for
+    any batch size that torch.compile otherwise switches to at the second shape, which is
+    usually a little slower, for every validation batch after it. Dropping the last validation
+    batch instead would leave images out of the measurement, and torch._dynamo.mark_dynamic is
+    for inputs whose size keeps changing (sentences of any length, say), which these are not.
+
+    What it buys: faster training steps where much of the time goes into the many small steps
+    between the convolutions (typical on a GPU), which pays off over a long run, not a short
+    check. It does not always buy anything: on a 2-core AMD EPYC CPU (PyTorch 2.14, one thread,
+    a shared machine) a training step of the small model took 616 ms compiled against 537 ms
+    plain, after 35-80 s of compiling. Measure it on your machine with
+    `python benchmarks/benchmark.py --compile` (row 3c against row 3) before a long run.
+
+    Save `model`, not what this returns: the compiled wrapper keeps `model` as its `_orig_mod`
+    attribute, so its state_dict names every weight "_orig_mod.<name>", which 06-08 (they build
+    a plain model) could not load. Both hold the very same weight tensors.
+
+    Args:
+        model: the nn.Module to compile, already on `device`.
+        device: where the model is; compiling is tried there first.
+
+    Returns:
+        The compiled module (it compiles when first called).
+
+    Raises:
+        common.UserError: compiling does not work on this machine.
+    """
+    try:
+        # A tiny function first: if compiling cannot work here at all (no C++ compiler, or a
+        # Python that torch.compile does not support yet), this says so in one sentence now,
+        # rather than as a long traceback in the middle of the first epoch.
+        torch.compile(lambda x: x + 1, dynamic=False)(torch.zeros(2, device=device))
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise common.UserError(f"torch.compile does not work here ({reason}); run without "
+                               "--compile.") from None
+    print("torch.compile: on; the model is compiled the first time it trains and the first time "
+          "it evaluates, which makes the first epoch slower")
+    return torch.compile(model, dynamic=False)
 
 
 def run_config(args, classes, mean, std, epochs, steps_per_epoch):
@@ -503,6 +570,8 @@ def main():
         print(f"Nothing to do: it already trained {first_epoch - 1} epochs; pass a larger "
               "--epochs to train more.")
         return
+    # --compile: a compiled wrapper runs the batches; checkpoints save `model` (compile_model).
+    model_to_run = compile_model(model, device) if args.compile else model
 
     # ---- The epochs ----------------------------------------------------------------------------
     run_start, saved_epoch = time.perf_counter(), first_epoch - 1
@@ -514,10 +583,10 @@ def main():
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
             train_loss, train_accuracy = train_one_epoch(
-                model, train_loader, loss_fn, optimizer, device, scheduler,
+                model_to_run, train_loader, loss_fn, optimizer, device, scheduler,
                 mixed_precision=not args.no_mixed_precision,
                 description=f"epoch {epoch}/{args.epochs}")
-            val_loss, val_accuracy = evaluate(model, val_loader, loss_fn, device)
+            val_loss, val_accuracy = evaluate(model_to_run, val_loader, loss_fn, device)
             # Guessing gives a loss of about ln(classes) (2.3 for 10); ten times that means the
             # weights have blown up, even where the numbers have not yet overflowed to NaN.
             if not max(train_loss, val_loss) < 10 * max(1.0, math.log(len(classes))):

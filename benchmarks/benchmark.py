@@ -11,6 +11,8 @@ What it measures, in images per second and milliseconds per batch
     2.  the model alone: forward, loss, backward and optimizer step on one batch that is already
         on the device, with the same loss, optimizer and bfloat16 setting as 05_train.py
     3.  the full training loop: 05_train.py's own train_one_epoch, data pipeline included
+    3c. only with --compile: row 3 again with the model compiled as `05_train.py --compile`
+        compiles it (05's compile_model); compiling takes a minute or more, so it is opt-in
 The ratio full loop / model alone says how much the data pipeline costs: at 1.3x or below, the
 model's own compute dominates and the pipeline is not the bottleneck.
 
@@ -19,11 +21,13 @@ Run it
     python benchmarks/benchmark.py --data-dir data/cifar10-jpg      # the JPEG copy of CIFAR-10
     python benchmarks/benchmark.py --model-size large --device cuda
     python benchmarks/benchmark.py --fake-data --json outputs/benchmark.json
+    python benchmarks/benchmark.py --compile                        # adds row 3c, torch.compile
     python benchmarks/benchmark.py --help                           # every flag and its default
 
 Reads the training images (see 03_data.py). Writes nothing unless --json PATH is given.
 Each measurement runs --warmup untimed batches (first-call costs: memory allocation, cuDNN's
-choice of convolution algorithms) and then times --batches batches.
+choice of convolution algorithms) and then times --batches batches. Row 3c first runs one
+batch that compiles the model, and reports its time apart.
 """
 
 # %% Setup -----------------------------------------------------------------------------------------
@@ -70,6 +74,9 @@ def parse_args():
                             "2 on the CPU)")
     bench.add_argument("--no-mixed-precision", action="store_true",
                        help="on CUDA, compute in float32 instead of bfloat16 (as in 05_train.py)")
+    bench.add_argument("--compile", action="store_true",
+                       help="also time the full loop with the model compiled by torch.compile "
+                            "(row 3c, as 05_train.py --compile); compiling adds a minute or more")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH",
                        help="also write the numbers to this JSON file")
     return common.parse_args(parser)
@@ -257,6 +264,29 @@ def time_full_loop(training, train_loader, device, warmup, batches, mixed_precis
     return (time.perf_counter() - start) / batches
 
 
+# %% 3c. The full training loop, compiled (--compile) ----------------------------------------------
+def time_compiled_full_loop(training, train_loader, device, warmup, batches, mixed_precision):
+    """Row 3 with the model compiled as `05_train.py --compile` compiles it (its compile_model).
+
+    The first training batch compiles the model: it is timed on its own, as the cost a run pays
+    once at its start, and then row 3's measurement runs on the compiled model.
+
+    Returns:
+        (seconds per batch, seconds that compile_model and the first batch took).
+    """
+    model, loss_fn, optimizer, scheduler = training
+    start = time.perf_counter()
+    compiled_model = train.compile_model(model, device)
+    train.train_one_epoch(compiled_model, NextBatches(endless(train_loader), 1), loss_fn,
+                          optimizer, device, scheduler, mixed_precision=mixed_precision,
+                          description="compiling")
+    common.synchronize(device)
+    compile_seconds = time.perf_counter() - start
+    seconds = time_full_loop((compiled_model, loss_fn, optimizer, scheduler), train_loader,
+                             device, warmup, batches, mixed_precision)
+    return seconds, compile_seconds
+
+
 # %% The report ------------------------------------------------------------------------------------
 def print_table(rows, batch_size):
     """Print one line per measurement: what, images per second, milliseconds per batch."""
@@ -339,16 +369,27 @@ def main():
     print(f"3.  full training loop (train_one_epoch)  {time.perf_counter() - start:5.1f} s",
           flush=True)
 
+    if args.compile:  # a fresh model, optimizer and schedule, set up as for row 3
+        start = time.perf_counter()
+        training = build_training(train_args, len(classes), len(train_loader), device)
+        results["full_loop_compiled"], compile_seconds = time_compiled_full_loop(
+            training, train_loader, device, warmup, batches, mixed_precision)
+        print(f"3c. full loop, torch.compile              {time.perf_counter() - start:5.1f} s "
+              f"(compiling and the first batch: {compile_seconds:.1f} s)", flush=True)
+
     common.section("Results")
     print(f"{describe_device(device)}, PyTorch {torch.__version__}, model {args.model_size}, "
           f"batch size {batch_size}, mixed precision "
           f"{'bfloat16' if mixed_precision else 'off'}\n")
-    print_table([
+    rows = [
         ("1a. data pipeline of 05_train.py", results["data_pipeline"]),
         ("1b. classic PIL pipeline (comparison)", results["pil_pipeline"]),
         ("2.  model alone (forward+loss+backward+step)", results["model"]),
         ("3.  full training loop (train_one_epoch)", results["full_loop"]),
-    ], batch_size)
+    ]
+    if args.compile:
+        rows.append(("3c. full loop, torch.compile", results["full_loop_compiled"]))
+    print_table(rows, batch_size)
 
     ratio = results["full_loop"] / results["model"]
     target_met = ratio <= TARGET_RATIO
@@ -364,6 +405,14 @@ def main():
           f"{EPOCHS_FOR_ESTIMATE} x {steps} batches x {1000 * results['full_loop']:.1f} ms = "
           f"{estimate:,.0f} s ({estimate / 60:.1f} min); training steps only, without "
           "validation or loading the data at the start")
+    if args.compile:
+        speedup = results["full_loop"] / results["full_loop_compiled"]
+        # Compiling pays for itself once the time it saves per batch adds up to what it cost.
+        saved_per_batch = results["full_loop"] - results["full_loop_compiled"]
+        break_even = (f"it pays for its {compile_seconds:.0f} s of compiling after about "
+                      f"{compile_seconds / saved_per_batch:,.0f} batches" if saved_per_batch > 0
+                      else "it is not faster here, so compiling does not pay off")
+        print(f"torch.compile: {speedup:.2f}x the speed of row 3; {break_even}")
 
     if args.json:
         report = {
@@ -377,6 +426,8 @@ def main():
             "full_loop_over_model": ratio, "target_ratio": TARGET_RATIO, "target_met": target_met,
             "estimated_10_epoch_seconds": estimate,
         }
+        if args.compile:
+            report.update(compile_seconds=compile_seconds, compile_speedup=speedup)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
         print(f"Numbers written to {args.json}")

@@ -4,6 +4,7 @@ full-loop measurement runs 05_train.py's train_one_epoch on exactly the batches 
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,66 @@ def test_uses_the_statistics_and_training_loader_of_05_train(benchmark_module, t
     batch, labels = next(iter(loader))
     assert batch.dtype == torch.float32 and batch.shape == (3, 3, 32, 32)
     assert batch.is_contiguous(memory_format=torch.channels_last) and len(labels) == 3
+
+
+def test_compiled_row_is_opt_in(tiny_run):
+    output, numbers = tiny_run
+    assert "3c." not in output and "full_loop_compiled" not in numbers["results"]
+
+
+def test_compiled_full_loop_compiles_once_then_times_like_row_3(benchmark_module, monkeypatch):
+    calls = []
+
+    def recording_compile_model(model, device):
+        calls.append(("compile", model))
+        return "compiled model"
+
+    def recording_train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
+                                  mixed_precision=False, description="training"):
+        calls.append((model, len(list(loader))))
+        return 0.0, 0.0
+
+    monkeypatch.setattr(benchmark_module.train, "compile_model", recording_compile_model)
+    monkeypatch.setattr(benchmark_module.train, "train_one_epoch", recording_train_one_epoch)
+    images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
+    train_split = benchmark_module.data.Split(images, torch.zeros(10, dtype=torch.long))
+    train_loader = benchmark_module.make_train_loader(train_split, 4, torch.device("cpu"),
+                                                      mean=(0.5,) * 3, std=(0.25,) * 3)
+    seconds, compile_seconds = benchmark_module.time_compiled_full_loop(
+        ("model", None, None, None), train_loader, torch.device("cpu"), warmup=2, batches=3,
+        mixed_precision=False)
+    # 05's compile_model wraps the model once; one batch compiles it, then row 3's warm-up and
+    # timed batches run on the compiled model.
+    assert calls == [("compile", "model"), ("compiled model", 1), ("compiled model", 2),
+                     ("compiled model", 3)]
+    assert seconds > 0 and compile_seconds > 0
+
+
+def test_compile_flag_adds_row_3c(benchmark_module, tmp_path, capsys, monkeypatch):
+    # The whole --compile path in this process, with Dynamo's "eager" backend: the wrapper that
+    # torch.compile makes, without generating code (compiling for real takes a minute or more).
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda model, **options: real_compile(model, backend="eager", **options))
+    json_path = tmp_path / "numbers.json"
+    arguments = ["--fake-data", "--device", "cpu", "--batch-size", BATCH_SIZE, "--warmup", 1,
+                 "--batches", 2, "--compile", "--json", json_path]
+    monkeypatch.setattr(sys, "argv", [SCRIPT, *map(str, arguments)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark_module.main()
+    finally:
+        torch.set_num_threads(threads)
+    output = capsys.readouterr().out
+    numbers = json.loads(json_path.read_text())
+    measured = numbers["results"]["full_loop_compiled"]
+    match = re.search(r"^3c\. full loop, torch\.compile\s+([\d,.]+)\s+([\d.]+)$", output,
+                      re.MULTILINE)
+    assert match, output
+    assert float(match[2]) == pytest.approx(measured["ms_per_batch"], abs=0.06)
+    speedup = numbers["results"]["full_loop"]["ms_per_batch"] / measured["ms_per_batch"]
+    assert numbers["compile_speedup"] == pytest.approx(speedup)
+    assert re.search(rf"^torch\.compile: {speedup:.2f}x the speed of row 3; ", output,
+                     re.MULTILINE)
+    assert numbers["compile_seconds"] > 0
