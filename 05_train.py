@@ -435,6 +435,38 @@ def save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, hist
     checkpointing.save_checkpoint(checkpoint, checkpoint_dir / "last.pt")
 
 
+def record_epoch(history, row, epochs, best_val_accuracy, num_classes):
+    """Check one epoch's results, append them to `history` and print them as one line.
+
+    `row` holds the epoch's numbers under history's keys ("epoch", "train_loss", ...).
+    Returns (improved, best): whether its validation accuracy beat `best_val_accuracy`, and the
+    best so far. Raises FloatingPointError when a loss is over ten times that of guessing.
+    """
+    # Guessing gives a loss of about ln(classes) (2.3 for 10); ten times that means the weights
+    # have blown up, even where the numbers have not yet overflowed to NaN.
+    worst_loss = max(row["train_loss"], row["val_loss"])
+    if not worst_loss < 10 * max(1.0, math.log(num_classes)):
+        raise FloatingPointError(f"the loss rose to {worst_loss:.3g}")
+    for key, value in row.items():
+        history[key].append(value)
+    improved = row["val_accuracy"] > best_val_accuracy
+    print(f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.3f} "
+          f"acc {100 * row['train_accuracy']:5.2f}%  |  val loss {row['val_loss']:.3f} "
+          f"acc {100 * row['val_accuracy']:5.2f}%  |  {row['seconds']:5.1f} s"
+          + ("  *best" if improved else ""))
+    return improved, max(best_val_accuracy, row["val_accuracy"])
+
+
+def divergence_error(error, epoch, args):
+    """The one sentence a run ends with when train_one_epoch or record_epoch found divergence."""
+    # A learning rate that is too high makes the weights grow until the numbers overflow; from
+    # then on every result is NaN ("not a number") and nothing more can be learned.
+    return common.UserError(
+        f"{error} in epoch {epoch}: training diverged; try a lower learning rate, e.g. --lr "
+        f"{min(args.lr / 3, default_lr(args.batch_size)):.2g}. The checkpoints of the last "
+        "finished epoch are kept.")
+
+
 def check_resumable(checkpoint, args, config):
     """Refuse to resume a run with other settings than it was trained with.
 
@@ -587,32 +619,17 @@ def main():
                 mixed_precision=not args.no_mixed_precision,
                 description=f"epoch {epoch}/{args.epochs}")
             val_loss, val_accuracy = evaluate(model_to_run, val_loader, loss_fn, device)
-            # Guessing gives a loss of about ln(classes) (2.3 for 10); ten times that means the
-            # weights have blown up, even where the numbers have not yet overflowed to NaN.
-            if not max(train_loss, val_loss) < 10 * max(1.0, math.log(len(classes))):
-                raise FloatingPointError(f"the loss rose to {max(train_loss, val_loss):.3g}")
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                    "val_loss": val_loss, "val_accuracy": val_accuracy,
                    "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
-            for key, value in row.items():
-                history[key].append(value)
-            improved = val_accuracy > best_val_accuracy
-            best_val_accuracy = max(best_val_accuracy, val_accuracy)
-            print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
-                  f"acc {100 * train_accuracy:5.2f}%  |  val loss {val_loss:.3f} "
-                  f"acc {100 * val_accuracy:5.2f}%  |  {history['seconds'][-1]:5.1f} s"
-                  + ("  *best" if improved else ""))
+            improved, best_val_accuracy = record_epoch(history, row, args.epochs,
+                                                       best_val_accuracy, len(classes))
             if not args.dry_run:  # a dry run only checks that everything works: no files
                 save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy, history,
                                  config, args.checkpoint_dir, improved)
                 saved_epoch = epoch
     except FloatingPointError as error:
-        # A learning rate that is too high makes the weights grow until the numbers overflow;
-        # from then on every result is NaN ("not a number") and nothing more can be learned.
-        raise common.UserError(
-            f"{error} in epoch {epoch}: training diverged; try a lower learning rate, e.g. --lr "
-            f"{min(args.lr / 3, default_lr(args.batch_size)):.2g}. The checkpoints of the last "
-            "finished epoch are kept.") from None
+        raise divergence_error(error, epoch, args) from None
     except KeyboardInterrupt:  # Ctrl-C: every finished epoch is already in last.pt
         print("\n" + resume_hint(args, saved_epoch), file=sys.stderr)
         sys.exit(130)  # 128 + 2 (SIGINT's number): the shell's convention for "stopped by Ctrl-C"

@@ -345,20 +345,20 @@ try:
         row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                "val_loss": val_loss, "val_accuracy": val_accuracy,
                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
-        for key, value in row.items():
-            history[key].append(value)
-        improved = val_accuracy > best_val_accuracy
-        best_val_accuracy = max(best_val_accuracy, val_accuracy)
-        print(f"epoch {epoch:>3}/{args.epochs}  train loss {train_loss:.3f} "
-              f"acc {100 * train_accuracy:5.2f}%  |  val loss {val_loss:.3f} "
-              f"acc {100 * val_accuracy:5.2f}%  |  {row['seconds']:5.1f} s"
-              + ("  *best" if improved else ""))
+        # Every process has the same averaged numbers, so all of them decide alike (and all stop
+        # together if the loss has blown up); only rank 0's line reaches the screen.
+        improved, best_val_accuracy = training.record_epoch(history, row, args.epochs,
+                                                            best_val_accuracy, len(classes))
         # Rank 0 writes, in 05's layout: the plain model's state_dict (`model`, not ddp_model,
         # whose names all start with "module."), so 06-08 load it as they load 05's.
         if is_main and not args.dry_run:
             training.save_checkpoints(model, optimizer, scheduler, epoch, best_val_accuracy,
                                       history, config, args.checkpoint_dir, improved)
             saved_epoch = epoch
+except FloatingPointError as error:  # every process sees the same averaged loss: all stop
+    if is_main:
+        common.explain(training.divergence_error(error, epoch, args))
+    sys.exit(1)
 except KeyboardInterrupt:  # Ctrl-C reaches every process; rank 0 says how to go on
     if is_main:
         command = " ".join(["torchrun", "--standalone", f"--nproc_per_node={world_size}",

@@ -62,8 +62,8 @@ def finish(started, timeout=240):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The dry run on 2 processes, one epoch on 1 and on 2 processes with the same global batch
-    (no augmentation, so both see the very same images), each into its own folder, and the
-    script run without torchrun."""
+    (no augmentation, so both see the very same images), each into its own folder, a run on 2
+    processes whose learning rate makes it diverge, and the script run without torchrun."""
     root = tmp_path_factory.mktemp("distributed")
     common_args = ["--fake-data", "--device", "cpu"]
     epoch_args = common_args + ["--epochs", 1, "--no-augment", "--batch-size", BATCH_SIZE]
@@ -73,6 +73,9 @@ def runs(tmp_path_factory):
                           "--output-dir", root / "one"),
         2: start_torchrun(2, *epoch_args, "--checkpoint-dir", root / "two",
                           "--output-dir", root / "two"),
+        "diverging": start_torchrun(2, *common_args, "--epochs", 1, "--lr", 10,
+                                    "--checkpoint-dir", root / "diverging",
+                                    "--output-dir", root / "diverging"),
         "alone": start(sys.executable, REPO_DIR / SCRIPT, "--fake-data", "--dry-run"),
     }
     finished = {key: finish(run) for key, run in started.items()}
@@ -95,6 +98,17 @@ def test_without_torchrun_it_says_how_to_launch(runs):
     lines = output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), output
     assert "torchrun --standalone --nproc_per_node=2 12_distributed.py" in lines[0]
+
+
+def test_a_diverging_run_stops_every_process_with_one_sentence(runs):
+    root, finished = runs
+    status, output = finished["diverging"]
+    assert status == 1, output
+    # Rank 0 alone explains (torchrun then adds its own report of the failed workers).
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "training diverged" in errors[0] and "--lr" in errors[0], output
+    assert "Traceback" not in output.split("Error: ")[0]  # nothing from the script before it
+    assert not (root / "diverging" / "best.pt").exists()  # no epoch finished, none saved
 
 
 @functools.cache
