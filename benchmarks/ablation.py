@@ -1,0 +1,180 @@
+"""Ablation: what each part of 05_train.py's recipe buys, measured by switching it off.
+
+Every row trains the network from the same seed for the same number of epochs, with one part of
+the recipe switched off, and reports the test accuracy of its last epoch (and, for the first
+row, also with 06_evaluate.py's flip test-time augmentation). The last row is the network many
+beginner tutorials start with: two convolutions, ReLU, no batch-norm, trained with Adam on the
+plain images.
+
+    default            05_train.py as it is
+    no augmentation    --no-augment: no random crops and flips
+    no label smoothing --label-smoothing 0
+    no weight decay    --weight-decay 0
+    no warm-up         the learning rate starts at its peak (START_FACTOR = 1)
+    no decay           the learning rate stays at its peak after the warm-up (END_FACTOR = 1)
+    no Nesterov        plain momentum instead of Nesterov's
+    no batch-norm      every BatchNorm2d replaced by nn.Identity
+    beginner's network two convolutions and Adam (lr 0.001), no augmentation or smoothing
+
+Run it
+    python benchmarks/ablation.py --data-dir data/cifar10-jpg --epochs 3
+    python benchmarks/ablation.py --fake-data --epochs 1 --rows default beginner  # a check
+    python benchmarks/ablation.py --help
+
+Writes the table as JSON to --json (default outputs/ablation.json) and prints it as Markdown.
+Rows run one after another; on a 2-core CPU each epoch takes a little over a minute.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_DIR))  # this file lives in benchmarks/; common.py is one folder up
+import common  # noqa: E402  (needs the line above)
+
+data = common.import_script("03_data")
+models = common.import_script("04_model")
+training = common.import_script("05_train")
+evaluation = common.import_script("06_evaluate")
+
+# The rows: the name --rows takes, and the label in the table.
+ROWS = {"default": "default", "no-augment": "no augmentation",
+        "no-smoothing": "no label smoothing", "no-weight-decay": "no weight decay",
+        "no-warmup": "no warm-up", "no-decay": "no decay", "no-nesterov": "no Nesterov",
+        "no-batch-norm": "no batch-norm", "beginner": "beginner's network"}
+
+
+class BeginnerNet(nn.Module):
+    """The two-convolution network of many first tutorials: conv-ReLU-pool twice, then two
+    linear layers. No batch-norm, no augmentation, Adam."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def parse_args():
+    parser = common.make_data_parser("Train the network once per row, each with one part of "
+                                     "05_train.py's recipe switched off, and compare test "
+                                     "accuracies.", batch_size=256)
+    parser.add_argument("--epochs", type=common.positive_int, default=3,
+                        help="epochs per row (the same for every row)")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
+                        help=f"the rows to run (default: all): {', '.join(ROWS)}")
+    parser.add_argument("--json", type=Path, default=common.OUTPUT_DIR / "ablation.json",
+                        help="where to write the results")
+    return common.parse_args(parser)
+
+
+def train_row(row, args, device, train, val, test, classes, mean, std):
+    """Train one row's network from args.seed and return its test accuracy (plain, with TTA)."""
+    common.seed_everything(args.seed)
+    beginner = row == "beginner's network"
+    augment = row not in ("no augmentation", "beginner's network")
+    # The schedule's constants are read when make_scheduler runs: set them for this row only.
+    training.START_FACTOR = 1.0 if row == "no warm-up" else 0.1
+    training.END_FACTOR = 1.0 if row == "no decay" else 0.001
+    if beginner:
+        model = BeginnerNet(len(classes)).to(device, memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = None
+        loss_fn = nn.CrossEntropyLoss()
+    else:
+        model = training.make_model("small", len(classes), device)
+        if row == "no batch-norm":
+            for block in [model.stem, *model.blocks]:
+                for name, child in block.named_children():
+                    if isinstance(child, nn.BatchNorm2d):
+                        setattr(block, name, nn.Identity())
+        lr = training.default_lr(args.batch_size)
+        weight_decay = 0.0 if row == "no weight decay" else 5e-4
+        optimizer = training.make_optimizer(model, lr, weight_decay)
+        if row == "no Nesterov":
+            for group in optimizer.param_groups:
+                group["nesterov"] = False
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if row == "no label smoothing" else 0.2)
+    train_loader = data.InMemoryLoader(*train, args.batch_size, device, mean, std, shuffle=True,
+                                       augment=augment)
+    if not beginner:
+        scheduler = training.make_scheduler(optimizer, args.epochs * len(train_loader))
+    val_loader = data.InMemoryLoader(*val, 2 * args.batch_size, device, mean, std)
+    history = {key: [] for key in ["epoch", "train_loss", "train_accuracy", "val_loss",
+                                   "val_accuracy", "lr", "seconds"]}
+    best, start = 0.0, time.perf_counter()
+    try:
+        for epoch in range(1, args.epochs + 1):
+            torch.manual_seed(args.seed + epoch)
+            epoch_start = time.perf_counter()
+            train_loss, train_accuracy = training.train_one_epoch(
+                model, train_loader, loss_fn, optimizer, device, scheduler,
+                description=f"{row}, epoch {epoch}/{args.epochs}")
+            val_loss, val_accuracy = training.evaluate(model, val_loader, loss_fn, device)
+            row_numbers = {"epoch": epoch, "train_loss": train_loss,
+                           "train_accuracy": train_accuracy, "val_loss": val_loss,
+                           "val_accuracy": val_accuracy,
+                           "lr": optimizer.param_groups[0]["lr"],
+                           "seconds": time.perf_counter() - epoch_start}
+            _, best = training.record_epoch(history, row_numbers, args.epochs, best,
+                                            len(classes))
+    except FloatingPointError as error:
+        print(f"{row}: diverged ({error})")
+        return {"row": row, "diverged": True, "seconds": time.perf_counter() - start}
+    test_loader = data.InMemoryLoader(*test, 2 * args.batch_size, device, mean, std)
+    plain, averaged = evaluation.predict(model, test_loader, device)
+    labels = test[1]
+    return {"row": row, "diverged": False,
+            "val_accuracy": history["val_accuracy"][-1],
+            "test_accuracy": (plain.argmax(1) == labels).float().mean().item(),
+            "test_accuracy_tta": (averaged.argmax(1) == labels).float().mean().item(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "seconds": time.perf_counter() - start}
+
+
+def main():
+    args = parse_args()
+    device = common.get_device(args.device)
+    rows = [label for name, label in ROWS.items() if args.rows is None or name in args.rows]
+    train, val, classes = data.load_train_and_val(args.data_dir, args.fake_data)
+    mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
+    test_images, test_labels, _ = data.load_split(args.data_dir, "test", args.fake_data)
+    test = (test_images, test_labels)
+    results = []
+    for row in rows:
+        print(f"\n=== {row} ===")
+        results.append(train_row(row, args, device, train, val, test, classes, mean, std))
+    report = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
+              "device": str(device), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "data": data.data_source(args.data_dir, args.fake_data),
+              "rows": results}
+    text = json.dumps(report, indent=2)
+    common.write_atomically(args.json, lambda file: file.write(text.encode()))
+    print("\n| recipe | test accuracy | change |\n|---|---|---|")
+    baseline = next((r["test_accuracy"] for r in results if r["row"] == "default"), None)
+    for result in results:
+        if result["diverged"]:
+            print(f"| {result['row']} | diverged | |")
+            continue
+        change = ("" if baseline is None or result["row"] == "default"
+                  else f"{100 * (result['test_accuracy'] - baseline):+.2f}")
+        print(f"| {result['row']} | {100 * result['test_accuracy']:.2f}% | {change} |")
+        if result["row"] == "default":
+            print(f"| default + flip TTA | {100 * result['test_accuracy_tta']:.2f}% | "
+                  f"{100 * (result['test_accuracy_tta'] - baseline):+.2f} |")
+    print(f"\nSaved {args.json}")
+
+
+if __name__ == "__main__":
+    common.run_main(main)
