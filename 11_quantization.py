@@ -1,16 +1,19 @@
-"""11 Quantization: the trained network in 8-bit integers, for faster and smaller CPU inference.
+"""11 Quantization: the trained network in 8-bit integers, smaller and (in batches) faster on a CPU.
 
 What you will learn
     - What int8 quantization is: each float32 number stored as a 1-byte integer plus a scale,
       and why weights get one scale per output channel ("per-channel") rather than one in all.
     - PyTorch's current route, PT2E ("PyTorch 2 export") quantization from the torchao package:
-      torch.export -> prepare_pt2e with X86InductorQuantizer -> calibrate -> convert_pt2e.
+      torch.export -> prepare_pt2e with X86InductorQuantizer (the recipe for x86 CPUs that
+      Inductor, torch.compile's back end, can run) -> calibrate -> convert_pt2e.
       (The older torch.ao.quantization "eager mode" API is deprecated and warns when used.)
     - What fusing a convolution with the batch-norm after it means, and why three of this
       network's seven batch-norms cannot be fused.
-    - Calibration: running some training images through the model so that each activation's
-      range, and so its scale, is measured rather than guessed.
-    - Why the converted model is *slower* until torch.compile lowers it to real int8 kernels.
+    - Calibration: running some training images through the model while "observers" (small
+      modules that prepare_pt2e inserts) record each activation's range, so that its scale is
+      measured rather than guessed.
+    - Why the converted model is *slower* until torch.compile lowers it to real int8 kernels,
+      and why int8 can still lose on single images on a CPU without 8-bit instructions.
     - What it buys: file size, CPU time per image (batch 1 and 256) and test accuracy, before
       and after, and how often the two models give the same answer.
 
@@ -18,8 +21,8 @@ How to run it
     pip install torchao                          # once: quantization lives in its own package
     python 05_train.py                           # first: training writes checkpoints/best.pt
     python 11_quantization.py                    # then this lesson: about 2 minutes on a 2-core CPU
-    python 11_quantization.py --fake-data --dry-run   # after `05_train.py --fake-data`: a half-
-                                                 # minute check, no torch.compile or timing
+    python 11_quantization.py --fake-data --dry-run   # after `05_train.py --fake-data`: a check
+                                                 # of under a minute, no torch.compile or timing
     python 11_quantization.py --help             # every flag and its default
 Or run it one `# %%` cell at a time in VS Code or Jupyter.
 
@@ -51,7 +54,8 @@ common.report_errors_plainly()
 
 parser = common.make_data_parser(
     "Lesson 11: int8 quantization of the trained network for CPU inference (needs torchao).",
-    batch_size=256)
+    batch_size=256, seed_help=False,  # nothing here is random
+    device_purpose="int8 inference here runs on the CPU: auto and cpu both mean the CPU")
 parser.add_argument("--checkpoint", type=Path,
                     help="the checkpoint to quantize (default: checkpoints/best.pt, or "
                          "checkpoints/fake/best.pt with --fake-data)")
@@ -79,7 +83,6 @@ except ImportError:
         "torchao 0.18 works with torch 2.14) and try again.") from None
 
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
-torch.manual_seed(0)
 lesson_start = time.perf_counter()
 
 checkpoint = checkpointing.load_checkpoint(args.checkpoint, device="cpu")
@@ -120,7 +123,8 @@ def file_size(size):
 # %% 1. What int8 quantization is, and why per-channel ---------------------------------------------
 common.section("1. What int8 quantization is, and why per-channel")
 # Quantization stores a tensor's numbers as 8-bit integers q plus a float "scale" (and a "zero
-# point" z), and reads them back as  value = scale * (q - z).  An int8 holds one of 256 whole
+# point" z, the integer that stands for 0.0), and reads them back as  value = scale * (q - z).
+# "Symmetric" quantization fixes z at 0, so the range is centred on 0. An int8 holds one of 256 whole
 # numbers (-128..127), so the scale is chosen to stretch those 256 steps over the tensor's range:
 # a value is rounded to the nearest step, and anything outside the range is clipped to its end.
 # A weight then takes 1 byte instead of 4, and the CPU multiplies 8-bit integers, which it can do
@@ -135,7 +139,10 @@ weight = float_model.blocks[2].conv2.weight.detach()  # (out_channels, in_channe
 
 def quantization_error(tensor, per_channel):
     """The mean |error| of storing `tensor` as symmetric int8 (zero point 0, steps -127..127),
-    with one scale per output channel (dimension 0) or one scale for the whole tensor."""
+    with one scale per output channel (dimension 0) or one scale for the whole tensor.
+
+    (The quantizer below uses -128..127; leaving out -128 keeps this sketch symmetric.)
+    """
     if per_channel:
         largest = tensor.abs().amax(dim=(1, 2, 3), keepdim=True)  # one per output channel
     else:
@@ -152,7 +159,10 @@ print(f"blocks.2.conv2.weight {tuple(weight.shape)}: the largest |weight| per ou
       f"ranges from {largest_per_channel.min().item():.3f} to "
       f"{largest_per_channel.max().item():.3f}")
 print(f"mean |error| as int8, one scale for the tensor: {per_tensor_error:.2e}; one per "
-      f"channel: {per_channel_error:.2e} ({per_tensor_error / per_channel_error:.1f}x smaller)")
+      f"channel: {per_channel_error:.2e} ({per_tensor_error / per_channel_error:.1f}x smaller), "
+      f"against a mean |weight| of {weight.abs().mean().item():.2e}")
+# (The gain is large when the channels' ranges differ widely, as they do after real training;
+# after one epoch on --fake-data they are still much alike, and per-channel gains little.)
 # Activations (the outputs of each layer, computed anew for every image) get one scale per
 # tensor, with a zero point, as uint8 (0..255): per-channel scales there would have to be applied
 # inside the convolution's sums, which the fast kernels do not do. Their range cannot be read off
@@ -171,10 +181,16 @@ batch_dimension = torch.export.Dim("batch", min=1)
 exported = torch.export.export(float_model, (example,), dynamic_shapes=({0: batch_dimension},))
 
 
-def count_operations(graph_module, name):
-    """How many nodes of an FX graph call an operation whose name contains `name`."""
-    return sum(1 for node in graph_module.graph.nodes
-               if node.op == "call_function" and name in str(node.target))
+def operation_names(graph_module):
+    """The names of the operations that a graph calls, in order, e.g. "quantize_per_tensor".
+
+    torch.export records the model as a torch.fx graph: a list of "nodes", each an input, a
+    weight ("get_attr") or a call of one operation ("call_function") on earlier nodes. An
+    operation's full name is like "aten.convolution.default"; the middle part is its name.
+    """
+    names = [str(node.target).split(".") for node in graph_module.graph.nodes
+             if node.op == "call_function"]
+    return [parts[-2] if len(parts) >= 3 else parts[0] for parts in names]
 
 
 # A "quantizer" says which operations to quantize and how; X86InductorQuantizer's default
@@ -190,7 +206,7 @@ quantizer.set_global(x86_inductor_quantizer.get_default_x86_inductor_quantizatio
 # against each other. None as its config means "do not quantize this module".
 quantizer.set_module_name_qconfig("stem.0", None)
 graph_module = exported.module()
-batch_norms_before = count_operations(graph_module, "batch_norm")
+batch_norms_before = sum("batch_norm" in name for name in operation_names(graph_module))
 # prepare_pt2e does two things.
 # 1 It fuses ("folds") each batch-norm into the convolution straight before it. In eval mode a
 #   batch-norm is a fixed per-channel multiply-and-add,  y = a * x + b,  and a convolution is
@@ -201,14 +217,19 @@ batch_norms_before = count_operations(graph_module, "batch_norm")
 #   multiply does not pass through a max where a is negative (it turns maxima into minima), so
 #   those three batch-norms stay in the graph, in float.
 # 2 It inserts an "observer" after every tensor the quantizer marked: a small module that
-#   watches the values flowing through and remembers their range.
+#   watches the values flowing through and remembers their range. (They are all named
+#   activation_post_process_<n>, also those that watch a weight.)
 prepared = prepare_pt2e(graph_module, quantizer)
-batch_norms_after = count_operations(prepared, "batch_norm")
-observers = sum(1 for name, _ in prepared.named_children() if name.startswith("activation_post"))
+batch_norms_after = sum("batch_norm" in name for name in operation_names(prepared))
+observer_inputs = [node.args[0] for node in prepared.graph.nodes if node.op == "call_module"
+                   and node.target.startswith("activation_post_process")]
+weight_observers = sum(1 for node in observer_inputs if node.op == "get_attr")
 print(f"batch-norms in the exported graph: {batch_norms_before}; after prepare_pt2e: "
       f"{batch_norms_after} (the {batch_norms_before - batch_norms_after} that follow a "
       "convolution directly were folded into it)")
-print(f"observers inserted: {observers} (one per activation and one per weight to quantize)")
+print(f"observers inserted: {len(observer_inputs)}: {weight_observers} on weights (6 "
+      f"convolutions and the linear layer), {len(observer_inputs) - weight_observers} on "
+      "activations (the inputs and outputs of the quantized operations)")
 
 
 # %% 3. Calibration -------------------------------------------------------------------------------
@@ -234,8 +255,10 @@ common.section("4. convert_pt2e: int8 weights, and quantize/dequantize pairs")
 # describe where the int8 rounding happens. So the converted model already gives the int8
 # model's answers (up to the last bits of rounding), and a back end can later replace each
 # "dequantize -> convolution -> quantize" with one int8 convolution (section 6).
-# (On this network, convert takes half a minute: torchao searches the graph for conv + batch-norm
-# patterns to fold, which it must do because of the three batch-norms of section 2.)
+# (On this network convert takes half a minute, nearly all of it in a step meant for
+# quantization-aware training, which looks for conv + batch-norm pairs to fold by exporting
+# dozens of small patterns. It finds none here, but it runs whenever a batch-norm is left in the
+# graph, as the three of section 2 are.)
 start = time.perf_counter()
 quantized_model = convert_pt2e(prepared)
 print(f"converted in {time.perf_counter() - start:.1f} s")
@@ -245,15 +268,19 @@ print(f"{len(int8_weights)} weights stored as int8, e.g. a convolution's "
       f"{tuple(next(iter(int8_weights.values())).shape)}")
 # The first quantize in the graph is the float stem's output, the input of the first int8
 # convolution: its scale and zero point map the range calibration saw (GELU's outputs: a little
-# below 0 up to a few units) onto uint8's 0..255.
+# below 0 up to a few units) onto uint8's 0..255. A quantize node's arguments are (the tensor,
+# scale, zero point, lowest integer, highest integer, integer type).
 first_quantize = next(node for node in quantized_model.graph.nodes
-                      if "quantize_per_tensor" in str(node.target))
+                      if str(node.target).startswith("quantized_decomposed.quantize_per_tensor"))
 scale, zero_point, low, high = first_quantize.args[1:5]
 print(f"the first int8 convolution's input: scale {scale:.4f}, zero point {zero_point}, so "
       f"{low}..{high} covers {scale * (low - zero_point):.2f} to "
       f"{scale * (high - zero_point):.2f}")
-print(f"quantize/dequantize operations in the graph: "
-      f"{count_operations(quantized_model, 'quantize_per')}")
+# Each activation is quantized once, and dequantized where it is used (an activation used by
+# two operations gets two dequantizes); each int8 weight gets a dequantize too.
+names = operation_names(quantized_model)
+print(f"in the graph: {sum(name.startswith('quantize_per') for name in names)} quantize and "
+      f"{sum(name.startswith('dequantize_per') for name in names)} dequantize operations")
 
 
 # %% 5. File size ---------------------------------------------------------------------------------
@@ -277,7 +304,8 @@ def saved_bytes(program):
 
 
 # Both models as torch.export programs, the deployable format of 07_save_load.py: the float one
-# recorded above, and the quantized graph exported again.
+# recorded above, and the quantized graph exported again (convert_pt2e returns a GraphModule,
+# and torch.export.save takes an ExportedProgram).
 quantized_program = torch.export.export(quantized_model, (example,),
                                         dynamic_shapes=({0: batch_dimension},))
 float_file = saved_bytes(exported)
@@ -298,12 +326,12 @@ if not args.dry_run:
 common.section("6. The speed appears only after torch.compile lowers the graph")
 # Up to here the int8 model is a float model with extra rounding steps: slower than the original.
 # torch.compile's back end, Inductor, "lowers" the graph to machine code: it recognises each
-# dequantize -> convolution -> quantize pattern and calls one oneDNN int8 convolution for it
-# (the quantizer kept each GELU together with the convolution before it, so that the GELU can be
-# applied inside the same call), and fuses the remaining float steps into loops of its own. Its "freezing" setting tells it the weights will never change, so it can fold them
-# into the compiled code and repack them once into the layout the int8 kernels read fastest; the
-# int8 convolutions need it. The first call of each batch shape compiles (seconds); every later
-# call runs the compiled code.
+# dequantize -> convolution -> quantize pattern and calls one int8 convolution of oneDNN (Intel's
+# library of fast CPU kernels, which PyTorch ships) for it, and fuses the remaining float steps
+# into loops of its own. Its "freezing" setting tells it the weights will never change, so it
+# can fold them into the compiled code and repack them once into the layout the int8 kernels
+# read fastest; the int8 convolutions need it. The first call of each batch shape compiles
+# (seconds); every later call runs the compiled code.
 
 
 def seconds_per_image(model, batch_size, repeats):
@@ -325,7 +353,7 @@ def seconds_per_image(model, batch_size, repeats):
 
 latency = {}
 if args.dry_run:
-    print("Dry run: torch.compile and the timings are skipped (they take a few minutes).")
+    print("Dry run: torch.compile and the timings are skipped (they take a minute or two).")
     float_predictor, int8_predictor = float_model, quantized_model
 else:
     # Freezing is set in Inductor's config, as torchao's guide does: passing it to one
@@ -349,11 +377,20 @@ else:
         latency[label] = {batch_size: seconds_per_image(model, batch_size, repeats)
                           for batch_size, repeats in [(1, 100), (256, 10)]}
         print(f"{label:34}{1000 * latency[label][1]:>14.3f}{1000 * latency[label][256]:>14.3f}")
+    for batch_size in (1, 256):
+        ratio = latency["float32, torch.compile"][batch_size] / latency["int8, torch.compile"][
+            batch_size]
+        print(f"batch {batch_size}: int8 is " + (f"{ratio:.2f}x as fast as" if ratio >= 1 else
+                                                 f"{1 / ratio:.2f}x slower than")
+              + " compiled float32")
     # How much int8 gains depends on the CPU. Recent Intel and AMD CPUs have instructions that
     # multiply-add 8-bit integers in one step (AVX512-VNNI, AVX-VNNI, and Intel's AMX): there
     # int8 can run several times faster than float32. A CPU with only AVX2 emulates them with
     # more steps, and a network as small as this one spends much of its time outside the
-    # convolutions (batch-norm, GELU, pooling, quantize steps), so expect far less there.
+    # convolutions (batch-norm, GELU, pooling, quantize steps), so expect far less there: on a
+    # 2-core AVX2 machine, int8 was 1.26x as fast in batches of 256 and 2x slower on single
+    # images, where the extra quantize steps cost more than the smaller multiplications save.
+    # So measure on the CPU you will deploy on, at the batch size you will use.
 
 
 # %% 7. Accuracy, before and after -----------------------------------------------------------------
@@ -373,6 +410,7 @@ int8_accuracy = (int8_predictions == test_labels).float().mean().item()
 agreement = (float_predictions == int8_predictions).float().mean().item()
 print(f"test accuracy on {len(test_labels):,} images: float32 {100 * float_accuracy:.2f}%, "
       f"int8 {100 * int8_accuracy:.2f}% ({100 * (int8_accuracy - float_accuracy):+.2f} points)")
+# (One image is 0.01 points of 10,000: a difference of a few hundredths, either way, is noise.)
 print(f"the two models give the same answer for {100 * agreement:.2f}% of the images "
       f"({(float_predictions != int8_predictions).sum().item()} differ)")
 if config.get("data") == "fake":
@@ -393,11 +431,13 @@ if not args.dry_run:
 # What to look at: a drop of a few tenths of a point is the usual price of post-training int8.
 # Larger drops come from too little or unrepresentative calibration data, or from layers that
 # do not tolerate 8 bits; the fixes are better calibration, keeping those layers in float
-# (quantizer.set_module_name(name, None)), or quantization-aware training (prepare_qat_pt2e),
+# (quantizer.set_module_name_qconfig(name, None), as for the stem), or quantization-aware
+# training (prepare_qat_pt2e),
 # which trains with the rounding in place so the weights learn to live with it.
 
 if args.dry_run:
     print("\nDry run: one batch per phase, no torch.compile, so no files were written.")
+    print("Next: the full lesson, python 11_quantization.py (after a real 05_train.py run).")
 else:
     results = {
         "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],
@@ -418,4 +458,7 @@ else:
     text = json.dumps(results, indent=2)
     common.write_atomically(results_path, lambda file: file.write(text.encode()))
     print(f"\nNumbers: {results_path}")
+    print(f"To use the int8 program elsewhere: `import torchao` (it defines the quantize "
+          f"operations), then torch.export.load('{int8_path}').module() is a model to call.")
+    print("Next: python 12_distributed.py, training on several processes or GPUs.")
 print(f"Finished in {time.perf_counter() - lesson_start:.0f} s.")

@@ -153,10 +153,11 @@ def make_parser(description, device_purpose="where to compute", seed_help=None):
     return parser
 
 
-def make_data_parser(description, batch_size=512):
+def make_data_parser(description, batch_size=512, **make_parser_options):
     """make_parser plus the flags every script that reads the images shares. `batch_size` is
-    this script's default for --batch-size (None: the script picks one later)."""
-    parser = make_parser(description)
+    this script's default for --batch-size (None: the script picks one later); other keywords
+    go to make_parser."""
+    parser = make_parser(description, **make_parser_options)
     data = parser.add_argument_group("data (shared by every script that reads the images)")
     data.add_argument("--data-dir", type=existing_dir, default=DATA_DIR,
                       help="where CIFAR-10 is downloaded; a folder with train/ and test/ holding "
