@@ -23,6 +23,18 @@ address of one of them that all can reach (section 1 explains it):
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-id=cifar \\
         --rdzv-endpoint=first-machine.example.com:29400 12_distributed.py --epochs 10
 `python 12_distributed.py` alone only says how to start it: the processes are torchrun's job.
+torchrun comes with PyTorch; if your shell does not find it (a virtual environment that is not
+activated), `python -m torch.distributed.run` is the same program.
+
+Words this lesson uses (each is shown where it happens):
+    process group  the processes of one run, connected so that they can exchange tensors
+    rank           a process's number in the group; rank 0 prints and writes the files
+    backend        the library that moves the tensors between them (NCCL or gloo)
+    all_reduce     every process gives a tensor and gets back the sum over all of them
+    broadcast      one process sends a tensor (or a Python object) to all the others
+    barrier        a point that every process must reach before any goes on
+    share          the part of each epoch's images that one process trains on (often
+                   called its "shard")
 
 Reads the data as 05_train.py does (03_data.py). Writes checkpoints/distributed/last.pt and
 best.pt (checkpoints/distributed/fake/ with --fake-data), never 05's, in the same layout as 05's,
@@ -108,7 +120,8 @@ if args.checkpoint_dir is None:
 #   WORLD_SIZE  how many processes take part, on all machines together
 #   RANK        this process's number among them, 0 to WORLD_SIZE - 1
 #   LOCAL_RANK  its number on this machine, which picks its GPU: cuda:LOCAL_RANK
-# plus MASTER_ADDR and MASTER_PORT, where they meet. Rank 0 is the one that prints and writes files.
+# plus MASTER_ADDR and MASTER_PORT, where they meet; init_process_group (below) reads them all
+# and connects the processes into one group. Rank 0 is the one that prints and writes files.
 # --standalone makes this machine the meeting point, on a free port. On several machines, each
 # runs the same torchrun command with --nnodes (how many machines), --rdzv-endpoint (host:port of
 # one machine that all can reach; "rdzv" is rendezvous, the meeting), --rdzv-backend=c10d
@@ -118,14 +131,15 @@ if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
     raise common.UserError(
         "this script trains in several processes that torchrun starts, so launch it with e.g. "
         "`torchrun --standalone --nproc_per_node=2 12_distributed.py --fake-data` (the number of "
-        "GPUs, or 2 on a CPU).")
+        "GPUs, or 2 on a CPU; `python -m torch.distributed.run` if torchrun is not found).")
 rank = int(os.environ["RANK"])
 local_rank = int(os.environ["LOCAL_RANK"])
 world_size = int(os.environ["WORLD_SIZE"])
 is_main = rank == 0  # rank 0 alone prints, and writes checkpoints and figures
 
 # Every process runs every line of this file, so a plain print would show each line N times.
-# The others send their ordinary output (stdout) nowhere; their errors (stderr) still show.
+# The others send their ordinary output (stdout) nowhere; their errors (stderr) still show,
+# except during training, where their progress bars (also on stderr) are hidden (section 6).
 if not is_main:
     sys.stdout = open(os.devnull, "w")
 
@@ -175,7 +189,8 @@ def run_in_some(selected, action):
             common.explain(error)  # prints "Error: ..."
             failed = True
     # all_reduce adds up a tensor over all processes and gives everyone the sum (section 5): here
-    # how many failed. It also makes everyone wait for the slowest, as a barrier does.
+    # how many failed. Reading the sum (.item()) waits for it, so everyone also waits for the
+    # slowest, as a barrier does.
     failures = torch.tensor(float(failed), device=device)
     dist.all_reduce(failures)
     if failures.item():
@@ -193,7 +208,9 @@ def open_run_and_load():
 # looks for the run to resume (checkpointing.open_run). It sends what it found to every process:
 # on several machines the others may not even see this folder. broadcast_object_list pickles any
 # Python object (here the checkpoint dict, its tensors on the CPU) and sends it from rank 0 to all.
+# run_in_some returns None in the other processes, so they start with (None, None).
 lock, resumed = run_in_some(is_main, open_run_and_load) or (None, None)
+# broadcast_object_list fills a list in place: rank 0's item replaces everyone else's.
 message = [resumed]
 dist.broadcast_object_list(message, src=0)
 resumed = message[0]
@@ -203,11 +220,14 @@ training.fill_in_batch_size_and_lr(args, resumed)  # 05's defaults (small model:
 # --batch-size is the global batch: the images that one optimizer step learns from, all processes
 # together. Each process takes batch_size / world_size of them, and DDP averages their gradients
 # (section 4). An average of N means over equal shares is the mean over the whole batch, so one
-# step is the step 05 would take on that batch: the same recipe (learning rate, schedule, steps
-# per epoch), each step computed N times faster at best.
+# step is the step 05 would take on that batch, save two details: batch-norm normalises each
+# share with its own statistics (section 4), and each process draws its own random crops. So the
+# same recipe (learning rate, schedule, steps per epoch) applies, each step computed up to N
+# times faster.
 # The other common choice keeps each process's batch fixed, so the global batch grows N times:
-# then there are N times fewer steps per epoch, and the learning rate must grow with the batch
-# (the linear scaling rule of 05's default_lr). Here that is simply a larger --batch-size, and
+# then there are N times fewer steps per epoch, and the learning rate is usually raised with the
+# batch (the linear scaling rule of 05's default_lr: a rule of thumb that works with a warm-up
+# and up to batches of a few thousand images). Here that is simply a larger --batch-size, and
 # --lr follows it unless you give one.
 if args.batch_size % world_size:
     raise common.UserError(f"--batch-size {args.batch_size} must split evenly between the "
@@ -221,9 +241,10 @@ print(f"Batch: {args.batch_size} images per step = {world_size} process(es) x "
 # other's half-written files.
 loaded = run_in_some(local_rank == 0,
                      lambda: data.load_train_and_val(args.data_dir, args.fake_data))
+# The processes that waited (loaded is None there) now read the same files.
 train, val, classes = loaded or data.load_train_and_val(args.data_dir, args.fake_data)
 mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
-if args.dry_run:  # one global batch of each: enough to check that everything runs
+if args.dry_run:  # one global batch of each, every epoch: enough to check that everything runs
     train = data.Split(*(part[:args.batch_size] for part in train))
     val = data.Split(*(part[:args.batch_size] for part in val))
 
@@ -237,6 +258,7 @@ if args.dry_run:  # one global batch of each: enough to check that everything ru
 # DataLoader(dataset, sampler=sampler, ...). Here the images are in memory, so each epoch the
 # process takes its share of them and hands it to 03's InMemoryLoader, in the sampler's order
 # (section 6).
+# (It only needs to know how many images there are, so the labels stand in for a dataset.)
 sampler = DistributedSampler(train.labels, num_replicas=world_size, rank=rank, shuffle=True,
                              seed=args.seed, drop_last=True)
 # Every process must take the same number of steps: one with an extra batch would wait forever
@@ -284,8 +306,10 @@ first_epoch, best_val_accuracy, history = training.start_or_resume(
 # it averages each gradient over all processes (an all_reduce), in buckets of parameters, while the
 # rest of the backward pass is still being computed, so the exchange costs little extra time.
 # After backward() every process holds the same averaged gradients, its optimizer takes the same
-# step, and the copies stay identical without ever sending weights. It also copies rank 0's
-# batch-norm running statistics to the others at each forward pass, so they agree as well.
+# step, and the copies stay identical without ever sending weights. Batch-norm's running
+# statistics are not gradients: each process updates its own from its share, and DDP copies rank
+# 0's to the others at the start of each training forward pass. So they differ a little at the
+# end of an epoch, when each has updated them once more; rank 0's are the ones saved.
 ddp_model = DistributedDataParallel(model,
                                     device_ids=[local_rank] if device.type == "cuda" else None)
 
@@ -346,7 +370,9 @@ try:
                "val_loss": val_loss, "val_accuracy": val_accuracy,
                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
         # Every process has the same averaged numbers, so all of them decide alike (and all stop
-        # together if the loss has blown up); only rank 0's line reaches the screen.
+        # together if the loss has blown up; train_one_epoch's own check of each process's loss
+        # agrees too, as the averaged gradients give every process the same weights, NaN or
+        # not); only rank 0's line reaches the screen.
         improved, best_val_accuracy = training.record_epoch(history, row, args.epochs,
                                                             best_val_accuracy, len(classes))
         # Rank 0 writes, in 05's layout: the plain model's state_dict (`model`, not ddp_model,
@@ -361,9 +387,13 @@ except FloatingPointError as error:  # every process sees the same averaged loss
     sys.exit(1)
 except KeyboardInterrupt:  # Ctrl-C reaches every process; rank 0 says how to go on
     if is_main:
-        command = " ".join(["torchrun", "--standalone", f"--nproc_per_node={world_size}",
-                            "12_distributed.py"]
-                           + [shlex.quote(word) for word in sys.argv[1:] if word != "--resume"])
+        processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        if processes_here == world_size:  # one machine: the command is known
+            command = " ".join(["torchrun", "--standalone", f"--nproc_per_node={world_size}",
+                                "12_distributed.py"] + [shlex.quote(word) for word in
+                                                        sys.argv[1:] if word != "--resume"])
+        else:  # several machines: each has its own torchrun command
+            command = "the same torchrun command as before, on every machine, with"
         print(f"\nInterrupted. {args.checkpoint_dir / 'last.pt'} holds {saved_epoch} finished "
               f"epoch(s); continue with:\n  {command} --resume" if saved_epoch and not args.dry_run
               else "\nInterrupted before any epoch was saved.", file=sys.stderr)
@@ -372,8 +402,19 @@ except KeyboardInterrupt:  # Ctrl-C reaches every process; rank 0 says how to go
 
 # %% 7. What the run produced ----------------------------------------------------------------------
 seconds = time.perf_counter() - run_start
+# The proof that DDP kept the copies identical: every process adds up all its weights, and
+# all_reduce finds the largest and the smallest of those sums. Equal means equal everywhere.
+weight_sum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+largest, smallest = weight_sum.clone(), weight_sum.clone()
+dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+dist.all_reduce(smallest, op=dist.ReduceOp.MIN)
+print(f"Sum of all weights: {largest.item():.6f} in every one of the {world_size} process(es)"
+      if largest.item() == smallest.item() else
+      f"Warning: the weights differ between processes (sums {smallest.item():.6f} to "
+      f"{largest.item():.6f}); DDP should have kept them identical.")
 if args.dry_run:
-    print(f"Dry run finished in {seconds:.1f} s; no files written.")
+    print(f"Dry run finished in {seconds:.1f} s; no files written. Next: the same command "
+          "without --dry-run, with --epochs 10.")
 elif is_main:
     print(f"\nBest validation accuracy: {100 * best_val_accuracy:.2f}%   training time: "
           f"{seconds:.0f} s with {world_size} process(es)")

@@ -89,6 +89,8 @@ def test_dry_run_on_two_processes(runs):
     assert "2 process(es), backend gloo" in output
     # Only rank 0 prints: every line once.
     assert output.count("Dry run finished") == 1, output
+    # The script's own check that DDP kept the two copies identical.
+    assert "in every one of the 2 process(es)" in output, output
     assert not (root / "dry").exists()  # a dry run writes nothing
 
 
