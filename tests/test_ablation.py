@@ -1,0 +1,34 @@
+"""Tests for benchmarks/ablation.py: every row trains and is measured, a switched-off part is
+really off, and 05_train.py's recipe is left as it was."""
+
+import json
+
+import common
+from test_05_train import run_in_process
+
+training = common.import_script("05_train")
+
+SCRIPT = "benchmarks/ablation.py"
+
+
+def test_rows_train_and_leave_the_recipe_as_it_was(tmp_path, capsys, monkeypatch):
+    recipe = training.START_FACTOR, training.END_FACTOR
+    numbers = tmp_path / "ablation.json"
+    result = run_in_process(SCRIPT, "--fake-data", "--device", "cpu", "--epochs", 1,
+                            "--rows", "default", "no-warmup", "no-batch-norm", "beginner",
+                            "--json", numbers, capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(numbers.read_text())
+    rows = {row["row"]: row for row in report["rows"]}
+    assert list(rows) == ["default", "no warm-up", "no batch-norm", "beginner's network"]
+    for row in rows.values():
+        assert not row["diverged"] and 0 <= row["test_accuracy"] <= 1
+    # The switched-off part is really gone: batch-norm's scale and shift, 2 per channel of the
+    # 7 batch-norms (16 + 2x32 + 2x64 + 2x128 channels).
+    assert rows["default"]["parameters"] - rows["no batch-norm"]["parameters"] == 2 * 464
+    assert rows["beginner's network"]["parameters"] == (
+        3 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 64 * 8 * 8 * 128 + 128 + 128 * 10 + 10)
+    # The printed table has every row, the default with flip TTA too.
+    for label in ["| default |", "| default + flip TTA |", "| no warm-up |", "| beginner's"]:
+        assert label in result.stdout
+    assert (training.START_FACTOR, training.END_FACTOR) == recipe
