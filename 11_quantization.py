@@ -387,10 +387,11 @@ else:
     # multiply-add 8-bit integers in one step (AVX512-VNNI, AVX-VNNI, and Intel's AMX): there
     # int8 can run several times faster than float32. A CPU with only AVX2 emulates them with
     # more steps, and a network as small as this one spends much of its time outside the
-    # convolutions (batch-norm, GELU, pooling, quantize steps), so expect far less there: on a
-    # 2-core AVX2 machine, int8 was 1.26x as fast in batches of 256 and 2x slower on single
-    # images, where the extra quantize steps cost more than the smaller multiplications save.
-    # So measure on the CPU you will deploy on, at the batch size you will use.
+    # convolutions (batch-norm, GELU, pooling, quantize steps), so expect far less there. On a
+    # 2-core AVX2 machine, int8 was 1.26x (2 threads) to 1.46x (1 thread) as fast as compiled
+    # float32 in batches of 256; on single images it was level (1 thread) or 2x slower (2
+    # threads), where the extra quantize steps cost more than the smaller multiplications save.
+    # So measure on the CPU you will deploy on, at the batch size and thread count you will use.
 
 
 # %% 7. Accuracy, before and after -----------------------------------------------------------------
