@@ -74,6 +74,9 @@ def parse_args():
                         help="epochs per row (the same for every row)")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
                         help=f"the rows to run (default: all): {', '.join(ROWS)}")
+    parser.add_argument("--lr", type=common.positive_float,
+                        help="peak learning rate of the SGD rows (default: 05_train.py's for the "
+                             "batch size, 0.3 for 256)")
     parser.add_argument("--json", type=Path, default=common.OUTPUT_DIR / "ablation.json",
                         help="where to write the results")
     return common.parse_args(parser)
@@ -96,7 +99,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                 for name, child in block.named_children():
                     if isinstance(child, nn.BatchNorm2d):
                         setattr(block, name, nn.Identity())
-        lr = training.default_lr(args.batch_size)
+        lr = args.lr or training.default_lr(args.batch_size)
         weight_decay = 0.0 if row == "no weight decay" else 5e-4
         optimizer = training.make_optimizer(model, lr, weight_decay)
         if row == "no Nesterov":
@@ -164,6 +167,7 @@ def main():
         print(f"\n=== {row} ===")
         results.append(train_row(row, args, device, train, val, test, classes, mean, std))
     report = {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
+              "lr": args.lr or training.default_lr(args.batch_size),
               "device": str(device), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "data": data.data_source(args.data_dir, args.fake_data),
               "rows": results}

@@ -18,6 +18,11 @@ data = common.import_script("03_data")
 models = common.import_script("04_model")
 training = common.import_script("05_train")
 
+# The tests that train in this process do so on one thread, like the scripts they start (below):
+# their tensors are tiny, and on a busy 2-core machine two threads mostly wait for each other
+# (a small LSTM's test took 88 s on two threads beside another job).
+torch.set_num_threads(1)
+
 
 def run_script(script, *args, cwd=None, timeout=300, env=None):
     """Run `python <script> <args>` from the repository and return the CompletedProcess.
