@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,13 @@ def make_image_folder(root, colours, train_per_class, test_per_class, seed=0):
     return root
 
 
+def hear_ctrl_c():
+    """In the child, before Python starts: let SIGINT (Ctrl-C) through again. A shell without job
+    control starts background commands with SIGINT ignored, the child inherits that, and Python
+    then installs no KeyboardInterrupt handler: a test's Ctrl-C would go unheard."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(script, *args):
     """Start `python <script> <args>` in the background, like conftest.run_script but not waiting.
 
@@ -79,7 +87,8 @@ def start(script, *args):
     stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     process = subprocess.Popen(
         [sys.executable, str(REPO_DIR / script), *map(str, args)], cwd=REPO_DIR,
-        env=dict(os.environ, **SCRIPT_ENV), stdout=stdout, stderr=stderr, text=True)
+        env=dict(os.environ, **SCRIPT_ENV), stdout=stdout, stderr=stderr, text=True,
+        preexec_fn=hear_ctrl_c if os.name == "posix" else None)
     process.stdout_file, process.stderr_file = stdout, stderr
     return process
 
