@@ -243,7 +243,7 @@ def parse_args():
                           help="passes over the training images")
     training.add_argument("--lr", type=common.positive_float,
                           help="peak learning rate, reached after the warm-up "
-                               "(default: %(default)s, so 0.6 x batch size / 512)")
+                               "(default: 0.6 x batch size / 512)")
     training.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
                           help="small trains on a CPU; large is for a GPU")
     training.add_argument("--weight-decay", type=float, default=5e-4,

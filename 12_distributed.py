@@ -81,7 +81,7 @@ flags = parser.add_argument_group("training (as in 05_train.py)")
 flags.add_argument("--epochs", type=common.positive_int, default=10,
                    help="passes over the training images")
 flags.add_argument("--lr", type=common.positive_float,
-                   help="peak learning rate (default: %(default)s, so 0.6 x batch size / 512)")
+                   help="peak learning rate (default: 0.6 x batch size / 512)")
 flags.add_argument("--model-size", choices=sorted(training.models.MODEL_SIZES), default="small",
                    help="small trains on a CPU; large is for GPUs")
 flags.add_argument("--weight-decay", type=float, default=5e-4,

@@ -139,12 +139,22 @@ def parse_args(parser, in_jupyter=()):
     return parser.parse_args(list(in_jupyter) if "ipykernel" in sys.modules else None)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every flag's default, except where there is none to show (None): there the
+    help text says who chooses."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def make_parser(description, device_purpose="where to compute", seed_help=None):
     """An argument parser with the flags every script has, --device and --seed (unless
     `seed_help` is False); `--help` shows every default. The script adds its own flags and
     calls parse_args."""
     parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=description, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help=f"{device_purpose}; auto picks CUDA, then Apple MPS, then the CPU")
     if seed_help is not False:
@@ -168,8 +178,8 @@ def make_data_parser(description, batch_size=512, **make_parser_options):
     data.add_argument("--dry-run", action="store_true",
                       help="run one batch per phase, to check that everything works")
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
-                      help="images per batch" + ("" if batch_size else " (default: %(default)s, "
-                                                 "so the script chooses; see above)"))
+                      help="images per batch" + ("" if batch_size else " (default: chosen by "
+                                                 "the script; see above)"))
     data.add_argument("--output-dir", type=Path, default=OUTPUT_DIR,
                       help="where figures and other outputs are written")
     return parser

@@ -61,7 +61,7 @@ def shrink(source, target):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=common.DATA_DIR,
                         help="the CIFAR-10 data, as for the lessons")
     parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
