@@ -231,13 +231,9 @@ def make_scheduler(optimizer, total_steps):
 
 
 # %% The command line, the data and the run's settings -------------------------------------------
-def parse_args():
-    """The command line: the shared data flags (common.make_data_parser) plus the training ones."""
-    parser = common.make_data_parser(
-        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
-        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
-        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
-        batch_size=None)
+def add_training_flags(parser):
+    """Add the training recipe's flags to `parser`, in a group of their own, and return the group
+    (12_distributed.py shares them; each script adds its own --checkpoint-dir)."""
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=common.positive_int, default=10,
                           help="passes over the training images")
@@ -255,20 +251,17 @@ def parse_args():
                           help="train on the images as they are, without random crops and flips")
     training.add_argument("--no-mixed-precision", action="store_true",
                           help="on CUDA, compute in float32 instead of bfloat16")
-    training.add_argument("--compile", action="store_true",
-                          help="run the model through torch.compile: the first epoch is slower "
-                               "while it compiles, later steps may be faster (mostly on a GPU; "
-                               "on the CPU it needs a C++ compiler); see compile_model")
     training.add_argument("--resume", action="store_true",
                           help="continue from last.pt in --checkpoint-dir")
     training.add_argument("--overwrite", action="store_true",
                           help="replace the run already in --checkpoint-dir (without this, a new "
                                "run refuses to)")
-    training.add_argument("--checkpoint-dir", type=Path,
-                          help="where last.pt and best.pt are written (default: checkpoints/, and "
-                               "checkpoints/fake/ with --fake-data, so that a check on random "
-                               "images never replaces a trained model)")
-    args = common.parse_args(parser)
+    return training
+
+
+def check_training_flags(parser, args):
+    """Refuse, through argparse's one-line error, numbers that add_training_flags' types let
+    through but that cannot make sense."""
     if not 0 <= args.label_smoothing < 1:
         parser.error("--label-smoothing must be at least 0 and less than 1")
     if not 0 <= args.weight_decay < 1:
@@ -277,6 +270,26 @@ def parse_args():
         parser.error("--lr must be at most 10; far smaller values diverge already")
     if args.batch_size is not None and args.batch_size > 2 ** 16:
         parser.error("--batch-size must be at most 65536")
+
+
+def parse_args():
+    """The command line: the shared data flags (common.make_data_parser) plus the training ones."""
+    parser = common.make_data_parser(
+        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
+        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
+        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
+        batch_size=None)
+    training = add_training_flags(parser)
+    training.add_argument("--compile", action="store_true",
+                          help="run the model through torch.compile: the first epoch is slower "
+                               "while it compiles, later steps may be faster (mostly on a GPU; "
+                               "on the CPU it needs a C++ compiler); see compile_model")
+    training.add_argument("--checkpoint-dir", type=Path,
+                          help="where last.pt and best.pt are written (default: checkpoints/, and "
+                               "checkpoints/fake/ with --fake-data, so that a check on random "
+                               "images never replaces a trained model)")
+    args = common.parse_args(parser)
+    check_training_flags(parser, args)
     if args.checkpoint_dir is None:
         args.checkpoint_dir = common.default_checkpoint_dir(args.fake_data)
     return args

@@ -77,34 +77,15 @@ parser = common.make_data_parser(
     "256 for the small model and 512 for the large one, and --lr is 0.6 x batch size / 512, as "
     "in 05_train.py.", batch_size=None)
 parser.set_defaults(output_dir=common.OUTPUT_DIR / "distributed")  # 05's history stays as it is
-flags = parser.add_argument_group("training (as in 05_train.py)")
-flags.add_argument("--epochs", type=common.positive_int, default=10,
-                   help="passes over the training images")
-flags.add_argument("--lr", type=common.positive_float,
-                   help="peak learning rate (default: 0.6 x batch size / 512)")
-flags.add_argument("--model-size", choices=sorted(training.models.MODEL_SIZES), default="small",
-                   help="small trains on a CPU; large is for GPUs")
-flags.add_argument("--weight-decay", type=float, default=5e-4,
-                   help="L2 penalty on the weights of convolutions and the linear layer")
-flags.add_argument("--label-smoothing", type=float, default=0.2,
-                   help="share of each target spread over all the classes (0 turns it off)")
-flags.add_argument("--no-augment", action="store_true",
-                   help="train on the images as they are, without random crops and flips")
-flags.add_argument("--no-mixed-precision", action="store_true",
-                   help="on CUDA, compute in float32 instead of bfloat16")
+flags = training.add_training_flags(parser)  # 05's flags, with the same defaults
 flags.add_argument("--sync-batch-norm", action="store_true",
                    help="CUDA only: batch-norm statistics over the global batch, not each "
                         "process's share (section 4)")
-flags.add_argument("--resume", action="store_true",
-                   help="continue from last.pt in --checkpoint-dir")
-flags.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --checkpoint-dir")
 flags.add_argument("--checkpoint-dir", type=Path,
                    help="where last.pt and best.pt are written (default: checkpoints/distributed/,"
                         " and checkpoints/distributed/fake/ with --fake-data)")
 args = common.parse_args(parser)
-if not (0 <= args.label_smoothing < 1 and 0 <= args.weight_decay < 1):
-    parser.error("--label-smoothing and --weight-decay must be at least 0 and less than 1")
+training.check_training_flags(parser, args)
 if args.checkpoint_dir is None:
     args.checkpoint_dir = DEFAULT_CHECKPOINT_DIR / "fake" if args.fake_data else \
         DEFAULT_CHECKPOINT_DIR

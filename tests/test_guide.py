@@ -34,8 +34,12 @@ def inline_code(text):
 
 
 def defined_flags(script):
-    """The --flags a script accepts: its own, and those common.py's parsers add."""
-    sources = (REPO_DIR / script).read_text() + (REPO_DIR / "common.py").read_text()
+    """The --flags a script accepts: its own, those common.py's parsers add, and those of the
+    lessons it imports (12_distributed.py takes 05_train.py's training flags)."""
+    source = (REPO_DIR / script).read_text()
+    imported = re.findall(r"""import_script\(["'](\w+)["']\)""", source)
+    sources = source + "".join((REPO_DIR / f"{name}.py").read_text()
+                               for name in ["common", *imported])
     return set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", sources))
 
 
