@@ -147,6 +147,11 @@ else:
 def leave_process_group():
     if dist.is_initialized():
         dist.destroy_process_group()
+        # The backend's own threads can still be letting go of the tensors of the last exchange
+        # (an all_reduce returns as soon as its result is in). A thread that does so while Python
+        # is shutting down aborts the process ("terminate called without an active exception";
+        # a known PyTorch bug, pytorch/pytorch#190489), so give them a moment first.
+        time.sleep(0.2)
 
 
 signal.signal(signal.SIGTERM, training.stop_like_ctrl_c)  # torchrun stops workers with SIGTERM
