@@ -72,11 +72,13 @@ def same_memory(a, b):
 # PyTorch is "define-by-run": each line computes its result the moment Python reaches it. There is
 # no separate graph to declare first and execute later; the record that autograd needs is made on
 # the fly while the operations run. So you can print any intermediate value, step through your
-# model in a debugger, and use ordinary Python `if`s and `for` loops around tensor code.
+# model in a debugger, and use ordinary Python `if`s and `for` loops around tensor code. (On a
+# GPU the work is queued and runs in the background, and Python waits for a value when it needs
+# one, as in an `if`: the code reads the same.)
 common.section("1. What PyTorch is")
 print("PyTorch", torch.__version__, "with NumPy", np.__version__)
 a = torch.tensor([1.0, 2.0, 3.0])
-b = a * 10  # computed right here, not scheduled for later
+b = a * 10  # computed as this line runs, not declared now and run later
 print("a * 10 =", b)
 if b.sum() > 50:  # a plain Python `if` on a tensor's value works: the value already exists
     print("b.sum() is", b.sum().item(), "which is more than 50")

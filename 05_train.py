@@ -83,8 +83,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
         scheduler: optional; stepped once per batch, not per epoch, so make it for
             epochs x len(loader) steps. For a scheduler that steps once per epoch, leave this
             None and call its step() yourself after each epoch.
-        mixed_precision: on CUDA, run the forward pass in bfloat16 (see below); ignored
-            elsewhere.
+        mixed_precision: on a CUDA GPU with bfloat16 tensor cores, run the forward pass in
+            bfloat16 (see below); ignored elsewhere.
         description: the label of the progress bar.
 
     Returns:
@@ -99,7 +99,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, scheduler=None,
     model.train()  # training mode: batch-norm uses each batch's own statistics (04_model.py)
     # bfloat16 "autocast" (CUDA only): matrix products and convolutions run in a 16-bit number
     # format on the GPU's tensor cores, about twice as fast, while the weights stay float32.
-    use_bf16 = mixed_precision and device.type == "cuda"
+    # Only GPUs from 2020 on (NVIDIA Ampere and newer) have bfloat16 tensor cores; older ones
+    # (a T4, a V100) would emulate it, slower than float32, so they stay in float32.
+    use_bf16 = (mixed_precision and device.type == "cuda"
+                and torch.cuda.is_bf16_supported(including_emulation=False))
     # Running sums are kept as tensors on the device: reading a number with .item() makes the
     # CPU wait for the GPU, so it is done only every 20 steps, for the progress bar.
     loss_sum = torch.zeros((), device=device)

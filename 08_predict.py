@@ -27,6 +27,7 @@ classified, and the exit code is then 1.
 """
 
 # %% Setup ----------------------------------------------------------------------------------------
+import glob
 import sys
 from pathlib import Path
 
@@ -149,6 +150,20 @@ def print_predictions(path, description, probabilities, classes, top):
 
 
 # %% 5. Putting it together -----------------------------------------------------------------------
+def expand_wildcards(names):
+    """Each name with * ? or [ in it that is not a file itself, as the files it matches.
+
+    On Linux and macOS the shell turns `samples/*.png` into the file names before Python starts;
+    the Windows command prompt and PowerShell pass the pattern itself. A pattern that matches
+    nothing stays as it is, so that reading it says there is no such file.
+    """
+    paths = []
+    for name in names:
+        wildcard = any(character in name for character in "*?[") and not Path(name).exists()
+        paths.extend(sorted(glob.glob(name)) or [name] if wildcard else [name])
+    return paths
+
+
 def parse_args():
     """The command-line flags; in Jupyter, the sample images with the defaults."""
     parser = common.make_parser("Lesson 8: classify image files with the trained model.",
@@ -168,6 +183,7 @@ def parse_args():
     args = common.parse_args(parser, in_jupyter=sorted(map(str, SAMPLES_DIR.iterdir())))
     if args.checkpoint is None:
         args.checkpoint = common.default_checkpoint_dir(args.fake_data) / "best.pt"
+    args.images = expand_wildcards(args.images)
     return args
 
 

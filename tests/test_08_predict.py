@@ -131,9 +131,12 @@ def test_sample_images_run_with_the_checkpoints_classes(run, workspace, tmp_path
     # config, and --top larger than that shows all 4, whose probabilities add up to 1.
     classes = ("apple", "bicycle", "cloud", "dolphin")
     make_checkpoint(tmp_path / "folder.pt", classes=classes)
+    # The files are given as the patterns of the README's command, not expanded by a shell (as
+    # on Windows): 08 expands them itself.
     assert len(SAMPLES) >= 3
-    result = run(SCRIPT, *SAMPLES, "--checkpoint", tmp_path / "folder.pt", "--top", "10",
-                 "--device", "cpu", "--output-dir", tmp_path, timeout=180)
+    result = run(SCRIPT, "samples/*.png", "samples/*.jpg", "--checkpoint",
+                 tmp_path / "folder.pt", "--top", "10", "--device", "cpu",
+                 "--output-dir", tmp_path, timeout=180)
     assert result.returncode == 0, result.stderr
     results = predictions(result.stdout)
     assert len(results) == len(SAMPLES)
@@ -240,3 +243,16 @@ def test_a_full_disk_keeps_the_previous_figure(workspace, tmp_path):
     assert len(lines) == 1 and "the previous file is unchanged" in lines[0]
     assert (tmp_path / "predictions.png").read_bytes() == previous
     assert leftovers(tmp_path) == {"predictions.png": len(previous)}
+
+
+def test_wildcards_match_files_and_a_file_named_like_a_pattern_stays_itself(predict_module,
+                                                                            tmp_path):
+    for name in ("b.png", "a.png", "c.jpg", "photo[1].png"):
+        (tmp_path / name).write_bytes(b"")
+    expand = predict_module.expand_wildcards
+    assert expand([str(tmp_path / "*.png")]) == [
+        str(tmp_path / name) for name in ("a.png", "b.png", "photo[1].png")]
+    # An existing file whose name has [ ] in it is that file, not the pattern "photo1.png".
+    assert expand([str(tmp_path / "photo[1].png")]) == [str(tmp_path / "photo[1].png")]
+    # A pattern that matches nothing is kept, so that reading it says there is no such file.
+    assert expand([str(tmp_path / "*.gif"), "x.jpg"]) == [str(tmp_path / "*.gif"), "x.jpg"]
