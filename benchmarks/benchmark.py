@@ -319,7 +319,9 @@ def main():
         setattr(train_args, name, getattr(args, name))
     train.fill_in_batch_size_and_lr(train_args, None)  # None: a new run, not a resumed one
     batch_size = train_args.batch_size
-    mixed_precision = device.type == "cuda" and not args.no_mixed_precision
+    # as in train_one_epoch: bfloat16 only on GPUs with bfloat16 tensor cores
+    mixed_precision = (device.type == "cuda" and not args.no_mixed_precision
+                       and torch.cuda.is_bf16_supported(including_emulation=False))
     common.section("Setup")
     print(f"Device: {device} ({describe_device(device)})")
     print(f"PyTorch {torch.__version__}   model: {args.model_size}   batch size: {batch_size}"
