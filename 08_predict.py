@@ -159,8 +159,10 @@ def expand_wildcards(names):
     """
     paths = []
     for name in names:
-        wildcard = any(character in name for character in "*?[") and not Path(name).exists()
-        paths.extend(sorted(glob.glob(name)) or [name] if wildcard else [name])
+        if any(character in name for character in "*?[") and not Path(name).exists():
+            paths.extend(sorted(glob.glob(name)) or [name])  # matched nothing: keep the name
+        else:
+            paths.append(name)
     return paths
 
 

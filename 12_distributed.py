@@ -150,7 +150,7 @@ def leave_process_group():
         # The backend's own threads can still be letting go of the tensors of the last exchange
         # (an all_reduce returns as soon as its result is in). A thread that does so while Python
         # is shutting down aborts the process ("terminate called without an active exception": a
-        # race in PyTorch, discussed in pytorch/pytorch#190489). Waiting a moment avoids it.
+        # race in PyTorch, discussed in pytorch/pytorch#190489). Waiting a moment lets them finish.
         time.sleep(0.2)
 
 
