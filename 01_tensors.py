@@ -30,8 +30,9 @@ import torch
 
 import common
 
-# A mistake you can fix (such as --device cuda on a machine without an NVIDIA GPU) then ends in
-# one plain sentence instead of a traceback.
+# Plumbing, down to section 1, which you can skip: a mistake you can fix (such as --device cuda
+# on a machine without an NVIDIA GPU) ends in one plain sentence instead of a traceback; then the
+# command-line flags, the device, the random seed and three small printing helpers.
 common.report_errors_plainly()
 
 parser = common.make_parser("Lesson 1: tensors, printed section by section.",
@@ -467,4 +468,13 @@ print("predicted classes (random weights, so random guesses):",
       [classes[index] for index in guesses.tolist()])
 # To ask a model about one image, give it a batch of one: image.unsqueeze(0) is (1, 3, 32, 32).
 print("one image as a batch:", tuple(image.unsqueeze(0).shape))
+
+
+# %% Summary ---------------------------------------------------------------------------------------
+common.section("Summary: what you just did")
+print("""\
+- made tensors from lists, NumPy arrays and factory functions; read their shape, dtype, device
+- indexed, sliced and reshaped them, and saw which results are views sharing the same memory
+- let broadcasting stretch shapes, told * from @, and reduced along a dim
+- moved tensors to the device, and held a batch of images as one tensor (N, C, H, W)""")
 print("\nThat is the whole toolkit. Next, 02_autograd.py: how PyTorch computes gradients.")

@@ -6,7 +6,8 @@ What you will learn
     - `backward()` and `.grad`: PyTorch finds that the slope of y = x**2 + 3x + 1 at x = 2 is 7.
     - Why gradients add up until you zero them, and how to stop recording with `torch.no_grad()`
       and `detach()`.
-    - Gradient descent: taking small steps against the gradient makes a result smaller.
+    - Gradient descent: taking small steps against the gradient makes a result smaller, and
+      what steps that are too large do instead (swing back and forth, or blow up).
     - Fitting a straight line to noisy points (linear regression) twice: first with parameters
       and an update written by hand, then with `nn.Linear`, `nn.MSELoss` and `torch.optim.SGD`,
       in the same numbered steps as the training loop of 05_train.py.
@@ -16,7 +17,8 @@ What you will learn
 
 How to run it
     python 02_autograd.py                 # a few seconds on a CPU
-    python 02_autograd.py --lr 1.0        # too large a learning rate: watch the loss explode
+    python 02_autograd.py --lr 1.0        # too large a learning rate: x swings forever in
+                                          # section 7, and the losses of 8 and 9 grow to inf
     python 02_autograd.py --help          # every flag and its default
 Or run it one `# %%` cell at a time in VS Code or Jupyter.
 
@@ -32,8 +34,9 @@ from torch import nn
 
 import common
 
-# A mistake you can fix (such as --device cuda on a machine without an NVIDIA GPU) then ends in
-# one plain sentence instead of a traceback.
+# Plumbing, down to section 1, which you can skip: a mistake you can fix (such as --device cuda
+# on a machine without an NVIDIA GPU) ends in one plain sentence instead of a traceback; then the
+# command-line flags, the device and the random seed.
 common.report_errors_plainly()
 
 parser = common.make_parser("Lesson 2: autograd, and a line fitted with it.",
@@ -178,7 +181,7 @@ print("x * 2 under no_grad: requires_grad", doubled.requires_grad, "| grad_fn", 
 # Changing a leaf that requires gradients in place, outside no_grad, is refused: autograd would
 # have to record the change as one more operation, and the weight would no longer be a leaf but
 # the result of a computation. A weight update is not part of the model's computation, so it
-# belongs under no_grad.
+# belongs under no_grad. (PyTorch's message says "Variable": an old name for a tensor.)
 try:
     x -= 0.1 * x.grad
 except RuntimeError as error:
@@ -196,20 +199,44 @@ common.section("7. Gradient descent: step against the gradient")
 # The gradient points in the direction in which y grows fastest. A small step the other way makes
 # y smaller: x_new = x - lr * dy/dx, where the learning rate lr sets the step size. Repeat, and x
 # walks towards the minimum of y, which for x**2 + 3x + 1 is at x = -1.5 (where 2x + 3 = 0).
-# With a learning rate that is too large, the steps overshoot; try --lr 1.0 (it swings back and
-# forth forever) or --lr 1.1 (it flies off).
 with torch.no_grad():
     x.fill_(2.0)  # start again from x = 2 (fill_ is in place, hence the no_grad)
 for step in range(51):
     y = f(x)
     x.grad = None
     y.backward()
-    if step % 10 == 0:
+    if step < 4 or step % 10 == 0:  # every one of the first steps, then every tenth
         print(f"step {step:2d}: x = {x.item():8.4f}, y = {y.item():8.4f}, "
               f"dy/dx = {x.grad.item():8.4f}")
     with torch.no_grad():  # the update itself must not be recorded
         x -= args.lr * x.grad
 print("the minimum is at x = -1.5, where y = -1.25")
+# How large may lr be? Here dy/dx = 2x + 3 = 2 * (x + 1.5): twice x's distance from the minimum.
+# So each step multiplies that distance by (1 - 2 * lr): 0.8 with lr 0.1, so x walks in, 20%
+# closer at each step. Above lr 0.5 the factor is negative: x jumps past the minimum to the other
+# side. At lr 1 the factor is -1: each jump lands exactly as far out on the other side. Above 1
+# each jump lands further out than the last, and x flies off. The first steps, from x = 2, with
+# five learning rates:
+print(f"each step multiplied x's distance from -1.5 by 1 - 2*lr = {1 - 2 * args.lr:g}")
+print("the first six values of x with other learning rates:")
+for lr, what_happens in [(0.1, "walks in, 20% closer each step"),
+                         (0.5, "lands on the minimum in one step"),
+                         (0.9, "jumps past it, less far each time: settles"),
+                         (1.0, "jumps exactly as far past it: swings forever"),
+                         (1.1, "jumps further past it each time: flies off")]:
+    value = torch.tensor(2.0, requires_grad=True)
+    values = []
+    for _ in range(6):
+        values.append(value.item())
+        f(value).backward()
+        with torch.no_grad():
+            value -= lr * value.grad
+        value.grad = None
+    print(f"  lr {lr:3}: " + " ".join(f"{number:6.2f}" for number in values) + "  " + what_happens)
+# Try --lr 1.0: x swings between 2 and -5 forever (the printed steps 10, 20, ... are even ones,
+# so they all show x = 2). How large is too large depends on how steeply the loss curves: the
+# losses of sections 8 and 9 curve more steeply, and there steps blow up above lr 0.75 or so, so
+# with --lr 1.0 those losses grow to inf, while section 10's loss, gentler, still falls.
 
 
 # %% 8. Linear regression, by hand ----------------------------------------------------------------
@@ -407,4 +434,13 @@ print("  * less pulled by a few points far off the rest")
 # is all it needs); the targets' dtypes; and the last two rows of the logit table, where the
 # sigmoid route reports 100 instead of the true loss and gives a gradient of 0.
 
+
+# %% Summary ---------------------------------------------------------------------------------------
+common.section("Summary: what you just did")
+print("""\
+- autograd recorded y = x**2 + 3x + 1 as a graph while it ran; backward() gave dy/dx = 7
+- gradients add up until you zero them; no_grad() and detach() stop the recording
+- gradient descent walked x down to the minimum, with a learning rate small enough
+- a line was fitted by hand, then with nn.Linear, nn.MSELoss, SGD and the 7 steps of 05's loop
+- a loss for each kind of question, and why a classifier outputs logits, not probabilities""")
 print("\nNext, 03_data.py: loading CIFAR-10 images in batches.")

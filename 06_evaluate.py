@@ -20,6 +20,7 @@ images, so the test accuracy is an honest estimate of how the model does on imag
 
 # %% Imports
 import json
+import shlex
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ import common
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
 
 
+# %% Plumbing, which you can skip: the command-line flags ---------------------------------------
 def parse_args():
     """The shared data flags plus --checkpoint."""
     parser = common.make_data_parser("Evaluate a trained checkpoint on the test set.",
@@ -41,6 +43,8 @@ def parse_args():
     args = common.parse_args(parser)
     if args.checkpoint is None:
         args.checkpoint = common.default_checkpoint_dir(args.fake_data) / "best.pt"
+    if not args.dry_run:  # the files are written at the end: refuse a folder that is a file now
+        common.check_can_write(args.output_dir, "--output-dir")
     return args
 
 
@@ -87,6 +91,8 @@ def confusion_matrix(predictions, labels, num_classes):
 
 # %% The whole evaluation --------------------------------------------------------------------------
 def main():
+    # Plumbing, down to the test images, which you can skip: the flags, the device, and the
+    # trained network rebuilt from its checkpoint (checkpointing.py loads it safely).
     args = parse_args()
     device = common.get_device(args.device)
     checkpoint = checkpointing.load_checkpoint(args.checkpoint, device)
@@ -97,11 +103,14 @@ def main():
           f"{config['model']['size']}, best validation accuracy "
           f"{100 * checkpoint['best_val_accuracy']:.2f}%)")
 
-    images, labels, data_classes = data.load_split(args.data_dir, "test", args.fake_data)
+    images, labels, data_classes = data.load_split(args.data_dir, "test", args.fake_data,
+                                                   args.classes)
     if list(data_classes) != list(classes):
+        hint = (f" (add --classes {','.join(classes)})" if set(classes) < set(data_classes)
+                else "")
         raise common.UserError(
             f"the checkpoint was trained on the classes {classes}, but the test data has "
-            f"{list(data_classes)}; evaluate with the same data it was trained on.")
+            f"{list(data_classes)}; evaluate with the same data it was trained on{hint}.")
     if args.dry_run:  # one batch only
         images, labels = images[:args.batch_size], labels[:args.batch_size]
     # The test images normalised with the training images' statistics, saved in the checkpoint.
@@ -139,35 +148,45 @@ def main():
 
     if args.dry_run:
         print("\nDry run: one batch only, so no files were written.")
-        return
+    else:
+        # ---- Files -----------------------------------------------------------------------------
+        import figures  # matplotlib, loaded here: a dry run draws nothing, and it takes a second
 
-    # ---- Files ---------------------------------------------------------------------------------
-    import figures  # matplotlib, loaded here: a dry run draws nothing, and it takes a second
+        matrix_path = figures.plot_confusion_matrix(matrix, classes,
+                                                    args.output_dir / "confusion_matrix.png")
+        # The 16 wrong answers given with the highest confidence: often a label that is itself
+        # doubtful, or an image that would fool a person too.
+        confidence = probabilities.max(dim=1).values
+        wrong = (predictions != labels).nonzero().flatten()
+        worst = wrong[confidence[wrong].argsort(descending=True)][:16].tolist()
+        mistakes_path = figures.plot_mistakes(
+            images[worst], [f"true: {classes[labels[index]]}\nsaid: {classes[predictions[index]]} "
+                            f"{100 * confidence[index]:.0f}%" for index in worst],
+            args.output_dir / "mistakes.png")
+        results_path = args.output_dir / "evaluation.json"
+        results = json.dumps({
+            "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],
+            "model_size": config["model"]["size"], "data": config.get("data"),
+            "test_images": len(labels), "test_accuracy": accuracy,
+            "test_accuracy_tta": tta_accuracy,
+            "per_class_accuracy": dict(zip(classes, per_class.tolist())),
+            "confusion_matrix": matrix.tolist(),
+        }, indent=2)
+        common.write_atomically(results_path, lambda file: file.write(results.encode()))
+        print(f"\nConfusion matrix: {matrix_path}\nMost confident mistakes: {mistakes_path}\n"
+              f"Numbers: {results_path}")
 
-    matrix_path = figures.plot_confusion_matrix(matrix, classes,
-                                                args.output_dir / "confusion_matrix.png")
-    # The 16 wrong answers given with the highest confidence: often a label that is itself
-    # doubtful, or an image that would fool a person too.
-    confidence = probabilities.max(dim=1).values
-    wrong = (predictions != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)][:16].tolist()
-    mistakes_path = figures.plot_mistakes(
-        images[worst], [f"true: {classes[labels[index]]}\nsaid: {classes[predictions[index]]} "
-                        f"{100 * confidence[index]:.0f}%" for index in worst],
-        args.output_dir / "mistakes.png")
-    results_path = args.output_dir / "evaluation.json"
-    results = json.dumps({
-        "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],
-        "model_size": config["model"]["size"], "data": config.get("data"),
-        "test_images": len(labels), "test_accuracy": accuracy, "test_accuracy_tta": tta_accuracy,
-        "per_class_accuracy": dict(zip(classes, per_class.tolist())),
-        "confusion_matrix": matrix.tolist(),
-    }, indent=2)
-    common.write_atomically(results_path, lambda file: file.write(results.encode()))
-    print(f"\nConfusion matrix: {matrix_path}\nMost confident mistakes: {mistakes_path}\n"
-          f"Numbers: {results_path}")
-    print("Next: python 07_save_load.py (saving, loading and exporting the model), then "
-          "python 08_predict.py samples/*" + (" --fake-data" if args.fake_data else ""))
+    # ---- Summary -------------------------------------------------------------------------------
+    common.section("Summary: what you just did")
+    print("""\
+- ran the test images through the network: eval mode, no gradients, each image once
+- measured the accuracy overall, with flip test-time augmentation, and class by class
+- counted which class is taken for which (the confusion matrix)""")
+    # The next lessons should read this same checkpoint: named, unless it is their default.
+    flag = ("" if args.checkpoint == common.CHECKPOINT_DIR / "best.pt"
+            else f" --checkpoint {shlex.quote(str(args.checkpoint))}")
+    print(f"\nNext: python 07_save_load.py{flag} (saving, loading and exporting the model), "
+          f"then python 08_predict.py samples/*{flag}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ What you will learn
 
 How to run it
     python 05_train.py                          # first: training writes checkpoints/best.pt
-    python 07_save_load.py                      # then this lesson, a few seconds on a CPU
+    python 07_save_load.py                      # then this lesson, under a minute on a CPU
     python 07_save_load.py --checkpoint checkpoints/last.pt --device cpu
     python 07_save_load.py --help               # every flag and its default
 Or run it one `# %%` cell at a time in VS Code or Jupyter.
@@ -27,6 +27,7 @@ cifarnet_whole_model.pt (the pickled model object) and cifarnet_exported.pt2 (to
 
 # %% Setup ----------------------------------------------------------------------------------------
 import io
+import logging
 import pickle
 import re
 import subprocess
@@ -39,8 +40,9 @@ import torch
 import checkpointing
 import common
 
-# A mistake you can fix (no checkpoint yet, a --device this machine lacks) then ends in one
-# plain sentence instead of a traceback.
+# Plumbing, down to section 1, which you can skip: a mistake you can fix (no checkpoint yet, a
+# --device this machine lacks) ends in one plain sentence instead of a traceback; then the
+# command-line flags, the device, the checkpoint and two small helpers.
 common.report_errors_plainly()
 
 parser = common.make_parser(
@@ -206,7 +208,21 @@ for number, group in enumerate(optimizer_state["param_groups"]):
     print(f"    group {number}: {len(group['params'])} parameters, lr={group['lr']:.4g}, "
           f"momentum={group['momentum']}, nesterov={group['nesterov']}, "
           f"weight_decay={group['weight_decay']}")
-print(f"  scheduler: {checkpoint['scheduler']}")
+# The scheduler's state_dict is what 05's schedule (a LambdaLR) keeps. "last_epoch" counts the
+# calls of scheduler.step(); 05 calls it once per batch, so despite its name it counts batches.
+# "lr_lambdas" would hold the function that gives the learning rate at each step, but a function
+# is code, and code is not saved: hence None, one per parameter group. The entries not printed
+# (such as "_get_lr_called_within_step") are PyTorch's own bookkeeping.
+scheduler_state = checkpoint["scheduler"]
+print(f"  scheduler: {len(scheduler_state)} entries, of which these matter:")
+for key, meaning in [("last_epoch", "scheduler.step() calls so far: batches, here"),
+                     ("base_lrs", "each group's peak learning rate"),
+                     ("_last_lr", "each group's learning rate now"),
+                     ("lr_lambdas", "the schedule's function: code, which is not saved")]:
+    value = scheduler_state[key]
+    if key == "_last_lr":
+        value = [float(f"{lr:.4g}") for lr in value]  # 0.00030000000000000024 -> 0.0003
+    print(f"    {key}: {value} ({meaning})")
 print("  config:")
 for key, value in config.items():
     print(f"    {key}: {value}")
@@ -222,9 +238,8 @@ resumed_model = build_model(**config["model"]).to(device)
 # The same optimizer as 05_train.py, made by its own function: optimizer.load_state_dict checks
 # that the parameter groups match in number and size, and refuses the state otherwise.
 optimizer = training.make_optimizer(resumed_model, config["lr"], config["weight_decay"])
-# The scheduler's state_dict holds where the schedule is (the step count, the last learning
-# rate), not the function that computes the learning rate at each step: that is code, and code
-# is not saved. So it is rebuilt with the same function and the same length as in training:
+# The scheduler's state_dict holds where the schedule is, not its function (lr_lambdas, above).
+# So the scheduler is rebuilt with the same function and the same length as in training:
 # epochs x batches per epoch, both recorded in the config.
 total_steps = config["epochs"] * config["steps_per_epoch"]
 scheduler = training.make_scheduler(optimizer, total_steps=total_steps)
@@ -310,11 +325,20 @@ common.section("5. Exporting for deployment: torch.export")
 # mode: the graph records what forward() did, so batch-norm stays in eval mode for good.
 #
 # The example batch has 8 images, but the exported program should accept any batch size, so we
-# declare dimension 0 dynamic with a named Dim. (Use an example with at least 2 images: with a
-# batch of 1, export would assume that size is always 1.)
+# declare dimension 0 dynamic with a named Dim.
 export_model = model.cpu().eval()
 batch_size = torch.export.Dim("batch", min=1)
 exported = torch.export.export(export_model, (batch,), dynamic_shapes=({0: batch_size},))
+# The example needs at least 2 images. A dimension of size 1 is a special case for PyTorch (it
+# can broadcast, so code may take another path for it), and export fixes such a dimension at 1;
+# with the Dim saying "any size", it then refuses to export at all:
+logging.disable(logging.ERROR)  # older PyTorch (2.6) also logs the failure with a traceback
+try:
+    torch.export.export(export_model, (batch[:1],), dynamic_shapes=({0: batch_size},))
+except Exception as error:  # torch._dynamo.exc.UserError, and a long message
+    print("exporting from an example batch of 1 fails:", str(error).split(" For more")[0])
+logging.disable(logging.NOTSET)
+# (Without dynamic_shapes the same export works, but the program accepts batches of 1 only.)
 # Each node of the graph that calls an ATen operation names it, e.g. "aten.conv2d.default".
 operations = sorted({str(node.target) for node in exported.graph.nodes
                      if node.op == "call_function" and str(node.target).startswith("aten.")})
@@ -362,4 +386,14 @@ for label, path in [("state_dict", state_dict_path), ("whole model", whole_model
 # What to look at: the state_dict, the whole model and the exported program are all about the
 # size of the weights (plus a little structure). The checkpoint is about twice that, because
 # SGD keeps one momentum tensor per parameter, as large as the parameter itself.
+
+
+# %% Summary ---------------------------------------------------------------------------------------
+common.section("Summary: what you just did")
+print("""\
+- saved a model's state_dict and loaded it into a model built by code: the recommended way
+- saw why torch.save(model) ties the file to where the class's code lives
+- read a full checkpoint (model, optimizer, scheduler, epoch, ...) and restored it as --resume does
+- watched weights_only=True refuse a file that would have run code when loaded
+- exported the network with torch.export: a .pt2 program that runs without 04_model.py""")
 print("\nNext, 08_predict.py: classify your own images with the trained model.")

@@ -2,10 +2,12 @@
 
 What you will learn
     - How to load a trained model for inference: the checkpoint gives the weights and also what
-      they were trained with (the class names, the normalisation mean and std, the model size).
+      they were trained with (the class names, the normalisation mean and std, the model size,
+      the size and colours of the images).
     - How to turn any image file (PNG, JPEG, TIFF, ...; any size; colour, grayscale, 16-bit, with
-      transparency) into what the network expects: an RGB 32x32 tensor, normalised exactly as in
-      training, without ever holding a large photo in memory at full size.
+      transparency) into what the network was trained on: for CIFAR-10 an RGB 32x32 tensor
+      (3x32x32), for a model trained on 64x64 grayscale images a 1x64x64 one, normalised exactly
+      as in training.
     - What shrinking a large photo to 32x32 pixels does to it, and what the network then sees.
     - Inference: eval mode, no gradients, several images in one forward pass, softmax to turn
       scores into probabilities, and the top classes of each image.
@@ -21,12 +23,12 @@ that any size works.
 
 Reads the checkpoint (checkpoints/best.pt unless you pass --checkpoint) and the images.
 Writes outputs/predictions.png (or into --output-dir): each image (a preview at most 256 pixels
-wide), the 32x32 version that the network sees, and its top classes. A file that is missing,
+wide), the version of it that the network sees, and its top classes. A file that is missing,
 damaged or not an image is reported in one sentence and skipped; the others are still
 classified, and the exit code is then 1.
 """
 
-# %% Setup ----------------------------------------------------------------------------------------
+# %% Setup (imports and settings: plumbing you can skip) -----------------------------------------
 import glob
 import sys
 from pathlib import Path
@@ -40,73 +42,93 @@ import image_files
 data = common.import_script("03_data")  # the data pipeline: the same inputs as in training
 
 SAMPLES_DIR = common.REPO_DIR / "samples"
-MAX_BATCH = 256  # images per forward pass; more at once would only use more memory
+MAX_BATCH = 256  # 32x32 images per forward pass (fewer if larger): more would only use memory
 MAX_FIGURE_ROWS = 8  # the figure shows the first 8 images; the printout shows them all
+PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its longer side
 
 
 # %% 1. Reading an image file, whatever its format ------------------------------------------------
-# image_files.open_image reads every image file the scripts see, here and when 05_train.py trains
-# on a folder of your own images, so that a photo reaches the network the same way in both. It
-# returns
-# an RGB image (3 channels, red, green and blue, as the network was trained on) and does four
-# things on the way:
-#   - A large photo is read at a reduced size. A 48-megapixel phone photo would take 144 MB as RGB
-#     (3 bytes a pixel), and the network sees 32x32 of it. A JPEG can be decoded at 1/2, 1/4 or
-#     1/8 of its size for less than the full cost; other formats are averaged down by a whole
-#     factor straight after decoding. Either way a large image keeps a shorter side of 256 to 511
-#     pixels (image_files.DECODE_SIZE), far more than the 32 that section 2 keeps.
-#   - A photo stored sideways, with a tag saying how to turn it (phones do this), is turned
-#     upright, as every viewer shows it.
-#   - Other modes become RGB: grayscale ("L") is copied into the three channels, a palette ("P",
-#     common in GIF and small PNG files) is looked up, and 16-bit ("I;16") or floating-point ("F")
-#     images, from scientific cameras and TIFF files, are scaled to 0..255 (Pillow's own
-#     convert("RGB") would clip them at 255: nearly white, or black for floats from 0 to 1).
-#   - Transparent parts are put on a white background (image_files.to_rgb says why).
-# A file that is missing, not an image, damaged, or of more pixels than Pillow agrees to open
-# (a protection against files made to fill the memory) is a common.UserError: one sentence that
-# names it. read_images, after section 2, prints it and goes on with the next file.
+# Sections 1 and 2 explain what read_images (after section 2) does to each file; main() runs it
+# on yours, and prints for each what it read and what it became, e.g. (JPEG, 256x256 RGB -> 32x32).
+# image_files.open_image (plumbing, shared with training on a folder of your own images in 03 and
+# 05, so that a photo reaches the network the same way in both) reads any image file, of any
+# format, mode and size, as RGB or as grayscale: whichever the network was trained on. On the way
+# it reads a large photo at a reduced size, turns a sideways phone photo upright and puts
+# transparent parts on white; its docstring says how. A file it cannot read (missing, damaged,
+# not an image) is one sentence: read_images, after section 2, prints it and goes on.
 
 
-# %% 2. Shrinking it to 32x32, as in training -----------------------------------------------------
-# The network only takes 3x32x32 inputs. We scale the image so that its shorter side is 32 pixels,
-# keeping its proportions, then cut the middle 32x32 square out of it. That is torchvision's
-# Resize(32) followed by CenterCrop(32), written with Pillow in 03_data.shrink, the function that
-# also shrinks the images of a --data-dir folder for training: a photo gets the same treatment.
-# For a large photo that means two things:
+# %% 2. Shrinking it to the network's input, as in training ---------------------------------------
+# The network is fed images of the size and colours it was trained on, which its checkpoint
+# records: 3x32x32 (RGB) for CIFAR-10. CifarNet itself would take any size of 8x8 or more (its
+# global max-pool turns the last feature maps into one number per channel, whatever their size),
+# but its filters learned from objects of the size they have in 32x32 images: at another size
+# they see something else. (A model after one epoch, on 1,500 test images: 65% right at 32x32,
+# 33% at 48x48, 23% at 64x64, 38% at 16x16.)
+# So we scale the image so that its shorter side is that size (32), keeping its proportions, then
+# cut the middle square out of it. That is torchvision's Resize(32) followed by CenterCrop(32),
+# written with Pillow in image_files.shrink, the function that also shrinks the images of a
+# --data-dir folder for training: a photo gets the same treatment. For a large photo that means:
 #   - detail is lost: 4032x3024 pixels become 32x32, about 12,000 times fewer, so the whole scene
 #     becomes a thumbnail, and small objects shrink to a few pixels;
 #   - the sides of a wide photo (or the top and bottom of a tall one) are cut off.
 # CIFAR-10's pictures show one object, centred, filling most of the frame. A photo framed
 # differently (a cat in a corner of a room, a close-up of a face) may be misread, not because the
 # code is wrong but because the network has never seen anything like it. The saved figure shows
-# the 32x32 image next to a preview of the original: judge a prediction by what the network saw.
-PREVIEW_SIZE = 256  # the figure shows each image at most 256 pixels on its longer side
+# what the network saw next to a preview of the original: judge a prediction by what it saw.
+def network_input(config):
+    """The images a network takes, from its checkpoint's config: (size, mode), the side of the
+    square images it was trained on and "RGB" or "L" (grayscale).
+
+    The number of channels is that of the training images' mean (one value per channel);
+    checkpoints from before 05 recorded "image_size" were all trained at 32x32.
+    """
+    size, channels = config.get("image_size", 32), len(config["mean"])
+    in_channels = config["model"].get("in_channels", 3)  # 3 in checkpoints from before it
+    # A hand-edited checkpoint can say anything: one sentence rather than a traceback later.
+    if channels != in_channels or channels not in (1, 3):
+        raise common.UserError(
+            f"the checkpoint's mean has {channels} values for a network of {in_channels} input "
+            "channels, and 08 reads images as grayscale (1 channel) or RGB (3); train again "
+            "with `python 05_train.py`.")
+    if type(size) is not int or not 8 <= size <= 4096:
+        raise common.UserError(f"the checkpoint's image_size, {size!r}, is not a side the network "
+                               "can take (a whole number of pixels from 8 to 4096); train again "
+                               "with `python 05_train.py`.")
+    return size, "L" if channels == 1 else "RGB"
 
 
-def read_images(paths, previews=MAX_FIGURE_ROWS):
-    """Read image files as the network's 32x32 inputs; a bad file is reported and skipped.
+def read_images(paths, size, mode, previews=MAX_FIGURE_ROWS):
+    """Read image files as the network's inputs; a bad file is reported and skipped.
 
-    Of each image only the 32x32 input is kept and, for the first `previews` images (the
+    Of each image only the network's input is kept and, for the first `previews` images (the
     figure's rows), a small preview: the decoded image is dropped at once, so memory grows with
     the number of files, not with their size.
 
+    Args:
+        paths: the image files.
+        size, mode: what the network takes (network_input): 32 and "RGB" for CIFAR-10.
+        previews: how many images get a preview.
+
     Returns:
         (loaded, failed): a list of (path, description, preview or None, uint8 tensor
-        (3, 32, 32)), and how many files could not be read.
+        (channels, size, size)), and how many files could not be read. The description says
+        what the file is, e.g. "PNG, 1000x700 RGBA".
     """
     loaded, failed = [], 0
     for path in paths:
         try:
-            image, description = image_files.open_image(path)  # section 1
+            image, description = image_files.open_image(path, mode)  # section 1
         except common.UserError as error:
             print(f"Error: {error}", file=sys.stderr)
             failed += 1
             continue
         preview = None
         if len(loaded) < previews:
-            preview = image.copy()
+            preview = image.convert("RGB")  # a copy, as RGB: what the figure draws
             preview.thumbnail((PREVIEW_SIZE, PREVIEW_SIZE))  # shrinks, keeping the proportions
-        loaded.append((path, description, preview, data.shrink(image)))  # section 2
+        tensor = image_files.shrink(image, size)  # section 2: (channels, size, size)
+        loaded.append((path, description, preview, tensor))
     return loaded, failed
 
 
@@ -115,8 +137,8 @@ def predict(model, images, mean, std, device):
     """Class probabilities for a batch of images.
 
     Args:
-        model: the network, in eval mode, on `device`.
-        images: a uint8 tensor (N, 3, 32, 32).
+        model: the network, on `device`; predict puts it in eval mode (04_model.py, section 5).
+        images: a uint8 tensor (N, channels, height, width), e.g. (N, 3, 32, 32).
         mean, std: the per-channel statistics the model was trained with (from the checkpoint).
         device: where the model is.
 
@@ -125,9 +147,13 @@ def predict(model, images, mean, std, device):
     """
     # inference_mode is no_grad and a little more: no graph is recorded for backward and tensors
     # skip autograd's bookkeeping, which saves memory and time. It is for code that never trains.
+    model.eval()  # batch-norm with its training averages: an image's answer is its own alone
     with torch.inference_mode():
         logits = []
-        for chunk in images.split(MAX_BATCH):  # a few images make one batch, thousands several
+        # A few images make one batch, thousands several: as many pixels per forward pass as
+        # MAX_BATCH images of 32x32 have, so 64x64 images go 64 at a time.
+        per_pass = max(1, MAX_BATCH * 32 * 32 // (images.shape[2] * images.shape[3]))
+        for chunk in images.split(per_pass):
             # 03_data.prepare_batch, the one every script uses: to the device, normalised with
             # the training data's own numbers, in the memory layout the model was trained in.
             # A network fed differently scaled inputs would see different images.
@@ -142,14 +168,15 @@ def predict(model, images, mean, std, device):
 def print_predictions(path, description, probabilities, classes, top):
     """Print the `top` most likely classes of one image, with a bar for each probability."""
     values, indices = probabilities.topk(top)  # the largest first
-    print(f"\n{path}  ({description} -> {data.IMAGE_SIZE}x{data.IMAGE_SIZE})")
-    width = max(len(name) for name in classes)
+    print(f"\n{path}  ({description})")
+    width = max(len(str(name)) for name in classes)
     for rank, (value, index) in enumerate(zip(values.tolist(), indices.tolist()), start=1):
         bar = "#" * round(value * 40)  # 40 characters would be 100%
-        print(f"  {rank}. {classes[index]:{width}}  {value:6.1%}  {bar}")
+        print(f"  {rank:>{len(str(top))}}. {classes[index]!s:{width}}  {value:6.1%}  {bar}")
 
 
 # %% 5. Putting it together -----------------------------------------------------------------------
+# First the command line (plumbing you can skip), then main(): the whole path, in order.
 def expand_wildcards(names):
     """Each name with * ? or [ in it that is not a file itself, as the files it matches.
 
@@ -201,25 +228,34 @@ def main():
     config = checkpoint["config"]
     model = checkpointing.model_from_checkpoint(checkpoint, device)
     classes, mean, std = config["classes"], config["mean"], config["std"]
+    size, mode = network_input(config)  # section 2: 32 and "RGB" for CIFAR-10
+    colours = "grayscale" if mode == "L" else "RGB"
+    target = f"{size}x{size}" + (" grayscale" if mode == "L" else "")  # printed with each image
     top = min(args.top, len(classes))
     print(f"model: {args.checkpoint} ({config['model']['size']} CifarNet, {len(classes)} "
-          f"classes, saved after epoch {checkpoint['epoch']}), on {device.type}")
+          f"classes, {size}x{size} {colours} images, saved after epoch {checkpoint['epoch']}), "
+          f"on {device.type}")
 
-    loaded, failed = read_images(args.images)  # a bad file is reported; the others go on
+    loaded, failed = read_images(args.images, size, mode)  # a bad file: one sentence, no stop
 
     if loaded:
-        # All the images in one batch (N, 3, 32, 32): one forward pass instead of N.
+        # All the images in one tensor, (N, 3, 32, 32) for CIFAR-10: predict runs them through
+        # the network in batches, not one by one.
         images = torch.stack([tensor for _, _, _, tensor in loaded])
         probabilities = predict(model, images, mean, std, device)
+        if not torch.isfinite(probabilities).all():  # NaN: broken weights, or a std of 0
+            raise common.UserError(f"the model in {args.checkpoint} outputs NaN (not a number) "
+                                   "instead of scores; its weights or its mean and std are "
+                                   "damaged: train again with `python 05_train.py`.")
         for (path, description, _, _), row in zip(loaded, probabilities):
-            print_predictions(path, description, row, classes, top)
+            print_predictions(path, f"{description} -> {target}", row, classes, top)
         import figures  # matplotlib, loaded only when there is something to draw
 
-        # One row per image: the image, the 32x32 input the network saw, and its top classes.
-        # figures.save writes the PNG atomically: a bad --output-dir is one sentence, and no
-        # empty or half-written file is left behind.
+        # One row per image: the image, the input the network saw (a grayscale one drawn as
+        # RGB, its one channel three times), and its top classes. figures.save writes the PNG
+        # atomically: a bad --output-dir is one sentence, and no half-written file is left.
         figure_path = figures.plot_predictions(
-            [(f"{Path(path).name} ({description})", preview, tensor, row)
+            [(f"{Path(path).name} ({description})", preview, tensor.expand(3, -1, -1), row)
              for (path, description, preview, tensor), row
              in zip(loaded[:MAX_FIGURE_ROWS], probabilities)],
             classes, top, args.output_dir / "predictions.png")
@@ -228,7 +264,17 @@ def main():
         if config.get("data") == "fake":
             print("(This model was trained on random images with random labels, so every class "
                   "gets about the same probability: it only shows that the code runs.)")
-        print("Try your own photos: python 08_predict.py path/to/photo.jpg --top 5")
+
+        common.section("Summary: what you just did")
+        print(f"""\
+- the checkpoint gave the network and what it was trained with: the class names, the mean and
+  std, the size of the images ({size}x{size}) and their colours ({colours})
+- each file, whatever its format and size, became exactly that kind of input: read, shrunk,
+  normalised as in training
+- eval mode, inference_mode, a forward pass per batch, then softmax: a probability per class""")
+        print("\nTry your own photos: python 08_predict.py path/to/photo.jpg --top 5")
+        print("Next, 09_transfer_learning.py: start from a network trained on other images, and "
+              "teach it your classes.")
     if failed:
         sys.exit(1)  # each failure was already explained above, one sentence per file
 

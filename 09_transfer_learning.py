@@ -5,7 +5,7 @@ What you will learn
       `resnet18(weights=ResNet18_Weights.DEFAULT)`, a ResNet-18 trained on ImageNet's 1.3 million
       photos of 1,000 classes; and how to do the same with a network you trained in 05_train.py.
     - Why a pretrained network must be fed images prepared exactly as in its own training, with
-      `weights.transforms()`, and which input size to give it for 32x32 images, at what cost.
+      `weights.transforms()`, and which input size to give it for 32x32 images.
     - Backbone and head: the layers that turn an image into features are kept, the last layer
       (which scores the old classes) is replaced by a new `nn.Linear` for your classes.
     - Freezing: `requires_grad_(False)` on the backbone, so only the head learns, and why the
@@ -14,39 +14,29 @@ What you will learn
       ten times smaller, through the optimizer's parameter groups.
     - What it is worth, measured (--compare): the same network trained from scratch, with a
       frozen backbone, and fine-tuned, on the same few images for the same number of epochs.
-    - Classifying image files with the new network, as 08_predict.py does.
 
 How to run it
-    python 09_transfer_learning.py                       # ResNet-18 (ImageNet) on CIFAR-10,
-                                                         # 100 training images per class
-    python 09_transfer_learning.py --fine-tune           # then train its last stage as well
-    python 09_transfer_learning.py --data-dir my_images  # your classes: my_images/train/<class>/
-                                                         # and my_images/test/<class>/
-    python 09_transfer_learning.py --weights-file resnet18-f37072fd.pth   # weights, offline
-    python 09_transfer_learning.py --backbone checkpoints/best.pt --data-dir my_images --compare
-                                                         # transfer from your own 05 network
+    python 09_transfer_learning.py               # ResNet-18 (ImageNet), 100 images per class
+    python 09_transfer_learning.py --fine-tune   # then train its last stage as well
+    python 09_transfer_learning.py --data-dir my_images  # my_images/{train,test}/<class>/...
+    python 09_transfer_learning.py --weights-file resnet18-f37072fd.pth  # ImageNet, offline
+    python 09_transfer_learning.py --backbone checkpoints/best.pt --compare  # your 05 network
     python 09_transfer_learning.py --fake-data --dry-run --no-pretrained  # offline, in seconds
-    python 09_transfer_learning.py --help                # every flag and its default
-Or run it one `# %%` cell at a time in VS Code or Jupyter.
+Or run it one `# %%` cell at a time in VS Code or Jupyter; --help lists every flag.
 
-Reads the images (as 03_data.py does: CIFAR-10, --data-dir, or --fake-data), and the starting
-network: ResNet-18's ImageNet weights (a 45 MB file that torchvision downloads the first time into
-torch's cache folder, ~/.cache/torch/hub/checkpoints/), a --weights-file, or a 05_train.py
-checkpoint (--backbone). Classifies the image files you name (by default the four in samples/).
-Writes outputs/transfer_comparison.json with --compare (or into --output-dir); nothing otherwise.
-ResNet-18 is slow on a CPU: one core handles about 60 images a second at 112x112 (section 2), so
-the default run takes minutes there (the 10,000 CIFAR-10 test images alone, about 3 minutes on one
-core); on a GPU, seconds. With --backbone, the small CifarNet is fast everywhere.
+Reads the images (as 03_data.py does: CIFAR-10, --data-dir, or --fake-data) and the network to
+start from: ResNet-18's ImageNet weights (downloaded once, or a --weights-file) or a 05_train.py
+checkpoint (--backbone). Writes nothing. ResNet-18 is slow on a CPU: the default run passes
+about 20,000 images through it (half of them the 10,000 test images), minutes there; on a GPU,
+seconds. With --backbone, the small CifarNet is fast everywhere.
 """
 
 # %% Setup ----------------------------------------------------------------------------------------
 import copy
-import json
-import sys
+import math
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -59,13 +49,14 @@ import common
 data = common.import_script("03_data")  # the images, as every lesson loads them
 models = common.import_script("04_model")  # CifarNet, for --backbone
 training = common.import_script("05_train")  # train_one_epoch, evaluate, make_scheduler
-prediction = common.import_script("08_predict")  # reading and showing image files
 
 IMAGE_SIZE = 112  # the side of the square ResNet-18 is fed (section 2 says why)
+MAX_IMAGE_SIZE = 224  # ResNet-18's own training size: larger only costs more
 FINE_TUNE_LR_FACTOR = 0.1  # the unfrozen last stage learns 10x slower than the new head
 WEIGHT_DECAY = 0.01  # the default of AdamW (the optimizer used here, see make_optimizer)
 
-# Everything below runs only when you run this file: the tests import its functions.
+# Plumbing until section 1, which a first read can skip: the flags, and checks that turn each
+# mistake into one sentence. (The `if __name__` blocks run only when you run this file.)
 if __name__ == "__main__":
     common.report_errors_plainly()  # a mistake you can fix (no internet, say): one sentence
     parser = common.make_data_parser(
@@ -73,18 +64,20 @@ if __name__ == "__main__":
         "from ImageNet, or your own 05_train.py network), optionally fine-tune its last stage, "
         "and compare with training from scratch.", batch_size=64)
     start_from = parser.add_argument_group("the network to start from")
-    start_from.add_argument("--weights-file", type=Path, metavar="PATH",
-                            help="ResNet-18's ImageNet weights as a downloaded .pth file, for a "
-                                 f"machine without internet ({ResNet18_Weights.DEFAULT.url})")
-    start_from.add_argument("--no-pretrained", action="store_true",
-                            help="start ResNet-18 from random weights: the same code, offline, "
-                                 "but with nothing to transfer")
-    start_from.add_argument("--backbone", type=Path, metavar="CHECKPOINT",
-                            help="start from a network trained by 05_train.py (e.g. "
-                                 "checkpoints/best.pt) instead of ResNet-18")
+    one_of = start_from.add_mutually_exclusive_group()  # argparse refuses two of these together
+    one_of.add_argument("--weights-file", type=Path, metavar="PATH",
+                        help="ResNet-18's ImageNet weights as a downloaded .pth file, for a "
+                             f"machine without internet ({ResNet18_Weights.DEFAULT.url})")
+    one_of.add_argument("--no-pretrained", action="store_true",
+                        help="start ResNet-18 from random weights: the same code, offline, "
+                             "but with nothing to transfer")
+    one_of.add_argument("--backbone", type=Path, metavar="CHECKPOINT",
+                        help="start from a network trained by 05_train.py (e.g. "
+                             "checkpoints/best.pt) instead of ResNet-18")
     start_from.add_argument("--image-size", type=common.positive_int, default=IMAGE_SIZE,
                             help="the side in pixels that the 32x32 images are enlarged to for "
-                                 "ResNet-18 (section 2); ignored with --backbone")
+                                 f"ResNet-18, from 32 to {MAX_IMAGE_SIZE} (section 2); ignored "
+                                 "with --backbone")
     learning = parser.add_argument_group("training")
     learning.add_argument("--epochs", type=common.positive_int, default=10,
                           help="epochs that train the new head")
@@ -100,20 +93,27 @@ if __name__ == "__main__":
     learning.add_argument("--compare", action="store_true",
                           help="train from scratch, with a frozen backbone and fine-tuned, each "
                                "for --epochs + --fine-tune-epochs, and print a table")
-    predicting = parser.add_argument_group("classifying image files")
-    predicting.add_argument("images", nargs="*", metavar="IMAGE", type=Path,
-                            help="image files to classify at the end (default: samples/)")
-    predicting.add_argument("--top", type=common.positive_int, default=3,
-                            help="how many of the most likely classes to show per image")
     args = common.parse_args(parser)
-    if args.backbone and (args.weights_file or args.no_pretrained):
-        parser.error("--backbone starts from your own network; --weights-file and "
-                     "--no-pretrained are for ResNet-18")
-    if args.weights_file and args.no_pretrained:
-        parser.error("choose --weights-file or --no-pretrained, not both")
+    if not 32 <= args.image_size <= MAX_IMAGE_SIZE:  # 100,000 would ask for hundreds of GB
+        parser.error(f"--image-size must be from 32 (the images' own size) to {MAX_IMAGE_SIZE} "
+                     f"(the size ResNet-18 was trained at), not {args.image_size}")
     device = common.get_device(args.device)
     common.seed_everything(args.seed)
     lesson_start = time.perf_counter()
+
+
+def read_weights_file(path, network):
+    """Load ResNet-18 weights from a downloaded .pth file into `network`, safely."""
+    path, url = Path(path), ResNet18_Weights.DEFAULT.url
+    if not path.is_file():
+        problem = f"{path} is a folder, not a file" if path.is_dir() else f"there is no file {path}"
+        raise common.UserError(f"{problem}; download {url} and pass its path with --weights-file.")
+    try:
+        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # torch.load refuses, or the tensors do not fit: many kinds
+        raise common.UserError(f"{path} is not ResNet-18's weights file, or not one torch.load "
+                               f"can read safely ({type(error).__name__}); download {url} and "
+                               "pass its path with --weights-file.") from None
 
 
 # %% 1. A network trained on other images ---------------------------------------------------------
@@ -125,60 +125,25 @@ if __name__ == "__main__":
 #
 # torchvision.models holds well-known networks, each with weights trained on ImageNet. The current
 # API names the weights with an enum (a class whose values are a fixed list of named choices):
-# ResNet18_Weights.DEFAULT is the best set torchvision has for ResNet-18 (today IMAGENET1K_V1).
-# `weights=` replaced the old `pretrained=True`, deprecated since torchvision 0.13: it still works
-# with a warning, and may be removed. The enum also carries what came with the weights: the
-# file's address, the class names, the accuracy, and the preprocessing (section 2).
-# The first call downloads the weights (45 MB) into torch's cache folder, and later calls read
-# them from there. Without internet, download the file elsewhere and pass it with --weights-file:
-# torch.load(..., weights_only=True) reads it safely (07_save_load.py explains why that matters).
-class Network(NamedTuple):
-    """A network to start from and how its inputs must be prepared.
-
-    network: the whole network, its old classifier included.
-    preprocess: turns a batch of images with values in [0, 1], (B, 3, 32, 32), into the inputs
-        the network was trained on.
-    description: one line saying what it is, for the printout.
-    """
-    network: nn.Module
-    preprocess: Callable
-    description: str
-
-
-def read_weights_file(path, network):
-    """Load ResNet-18 weights from a downloaded .pth file into `network`, safely."""
-    url = ResNet18_Weights.DEFAULT.url
-    if not Path(path).is_file():
-        raise common.UserError(f"there is no file {path}; download {url} and pass its path "
-                               "with --weights-file.")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many kinds of error for a file it refuses
-        raise common.UserError(f"{path} is not a weights file that torch.load can read safely "
-                               f"({type(error).__name__}); download {url} again and pass it "
-                               "with --weights-file.") from None
-    try:
-        network.load_state_dict(state_dict)
-    except (RuntimeError, TypeError, AttributeError, ValueError):
-        raise common.UserError(f"{path} does not hold ResNet-18's weights (its tensors do not "
-                               f"fit the network); pass the file {url} with --weights-file."
-                               ) from None
-
-
+# ResNet18_Weights.DEFAULT is the best set torchvision has for ResNet-18 (today IMAGENET1K_V1;
+# `weights=` replaced the old `pretrained=True`). The enum also carries what came with the
+# weights: the file's address, the class names, the accuracy, and the preprocessing (section 2).
+# The first call downloads the weights (45 MB) into torch's cache folder; later calls read them
+# from there. Without internet, pass the downloaded file with --weights-file.
 def load_resnet18(weights_file=None, pretrained=True, image_size=IMAGE_SIZE):
     """ResNet-18 with ImageNet weights (downloaded, or from `weights_file`), or random ones.
 
     Returns:
-        A Network; its preprocessing is the weights' own, at `image_size`.
+        (network, preprocess, description): the whole network, its old classifier included;
+        the weights' own preprocessing, at `image_size`, for images with values in [0, 1]; and
+        a line saying what it is.
 
     Raises:
-        common.UserError: the weights could not be downloaded or read; the message says how to
-            get them.
+        common.UserError: the weights could not be downloaded or read; it says how to get them.
     """
     weights = ResNet18_Weights.DEFAULT
-    # Section 2 explains both choices: resize straight to image_size rather than to 256 and then
-    # crop 224; antialias=False because enlarging has nothing to smooth (and Apple's MPS lacks the
-    # antialiased kernel in older PyTorch versions).
+    # Resized straight to image_size, not to 256 and then cropped (section 2 says why), and
+    # without antialiasing, which smooths when shrinking; enlarging has nothing to smooth.
     preprocess = weights.transforms(crop_size=image_size, resize_size=image_size,
                                     antialias=False)
     if weights_file is not None:
@@ -189,7 +154,7 @@ def load_resnet18(weights_file=None, pretrained=True, image_size=IMAGE_SIZE):
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         try:
             network = resnet18(weights=weights)  # downloads into `cache` the first time
-        except (OSError, RuntimeError) as error:  # no network, a broken download, a full disk
+        except (OSError, RuntimeError):  # no network, a broken download, a full disk
             raise common.UserError(
                 f"could not download ResNet-18's ImageNet weights into {cache} (no internet?); "
                 f"connect and run again, or download {weights.url} elsewhere and pass it with "
@@ -200,14 +165,18 @@ def load_resnet18(weights_file=None, pretrained=True, image_size=IMAGE_SIZE):
     else:
         network = resnet18(weights=None)
         description = "ResNet-18 with random weights (--no-pretrained: nothing to transfer)"
-    return Network(network, preprocess, description)
+    return network, preprocess, description
 
 
 def load_own_network(checkpoint_path, pretrained=True):
     """A CifarNet from a 05_train.py checkpoint (or, without `pretrained`, the same network with
-    random weights, for training from scratch). Its inputs are normalised with the mean and std
-    it was trained with, which the checkpoint holds."""
-    checkpoint = checkpointing.load_checkpoint(checkpoint_path, device="cpu")
+    random weights, for training from scratch), as (network, preprocess, description) like
+    load_resnet18. Its inputs are normalised with the mean and std it was trained with, which
+    the checkpoint holds."""
+    try:  # a missing or wrong file is one sentence; its advice names 06-08's flag, not ours
+        checkpoint = checkpointing.load_checkpoint(checkpoint_path, device="cpu")
+    except common.UserError as error:
+        raise common.UserError(str(error).replace("--checkpoint", "--backbone")) from None
     config = checkpoint["config"]
     if pretrained:
         network = checkpointing.model_from_checkpoint(checkpoint)
@@ -216,8 +185,7 @@ def load_own_network(checkpoint_path, pretrained=True):
     else:
         network = models.build_model(**config["model"])
         description = f"CifarNet {config['model']['size']} with random weights"
-    # 32x32 already: this network was trained on 03_data's 32x32 images, so only normalised.
-    return Network(network, transforms.Normalize(config["mean"], config["std"]), description)
+    return network, transforms.Normalize(config["mean"], config["std"]), description
 
 
 def load_network(args, pretrained=True):
@@ -232,9 +200,8 @@ def load_network(args, pretrained=True):
 if __name__ == "__main__":
     common.section("1. A network trained on other images")
     start = time.perf_counter()
-    pretrained = load_network(args)
-    print(f"{pretrained.description}, loaded in {time.perf_counter() - start:.1f} s")
-    network = pretrained.network
+    network, preprocess, description = load_network(args)
+    print(f"{description}, loaded in {time.perf_counter() - start:.1f} s")
     old_head = network.fc if isinstance(network, ResNet) else network.classifier
     print(f"{sum(p.numel() for p in network.parameters()):,} parameters; its last layer, "
           f"which scores the classes it was trained on: {old_head}")
@@ -244,47 +211,25 @@ if __name__ == "__main__":
 # A network only knows the kind of inputs it was trained on. ResNet-18's ImageNet weights expect
 # images normalised with ImageNet's mean and std (not CIFAR-10's), at about 224x224 pixels;
 # weights.transforms() is that recipe, written down with the weights: resize, centre crop,
-# scale to [0, 1], normalise. It works on a whole batch of tensors at once, on any device, so it
-# runs on each batch as it leaves the loader. (Your own 05_train.py network wants 32x32 images
-# normalised with the mean and std in its checkpoint: load_own_network uses them.)
+# scale to [0, 1], normalise. It is an nn.Module that works on a whole batch at once, on any
+# device, so section 3 makes it the first layer of the new network: every batch, in training,
+# evaluation or prediction, is then prepared the same way, and nobody can forget to. (Your own
+# 05_train.py network wants 32x32 images normalised with the mean and std in its checkpoint:
+# load_own_network uses them.)
 #
 # The input size. CIFAR-10's images are 32x32, and ResNet-18 halves the size five times: a 32x32
 # input leaves a single 1x1 position after its last stage, and its filters, which learned
 # ImageNet's objects at 100 to 200 pixels across, would see a whole cat in a few pixels. So the
-# images are enlarged. Enlarging adds no detail, but it lets the objects appear at a scale the
-# filters know. The cost grows with the number of pixels: measured on one CPU core, ResNet-18's
-# forward pass handles about 490 images a second at 32x32, 160 at 64x64, 60 at 112x112 and 12 at
-# 224x224. IMAGE_SIZE = 112 is the middle way: a 4x4 map after the last stage, at a quarter of the
-# cost of 224. On a GPU, try --image-size 224. The ImageNet recipe resizes to 256 and then cuts
-# the centre 224x224 out of it, dropping the border; CIFAR-10's objects fill the frame, so we
-# resize straight to the final size and crop nothing.
-class Preprocessed:
-    """The batches of `loader`, each passed through `preprocess` as it leaves."""
-
-    def __init__(self, loader, preprocess):
-        self.loader = loader
-        self.preprocess = preprocess
-
-    def __len__(self):
-        return len(self.loader)  # batches per epoch, as the loader says
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            yield self.preprocess(images), labels
-
-
+# images are enlarged: that adds no detail, but lets the objects appear at a scale the filters
+# know. The cost grows with the number of pixels: IMAGE_SIZE = 112 leaves a 4x4 map after the
+# last stage, at about a quarter of the cost of 224 (GUIDE.md has the speeds measured at each
+# size; on a GPU, try --image-size 224). The ImageNet recipe resizes to 256 and then crops the
+# centre 224x224, dropping the border; CIFAR-10's objects fill the frame, so we resize straight to
+# the final size and crop nothing.
+#
 # 03_data.InMemoryLoader subtracts a mean and divides by a std; with 0 and 1 it only scales the
 # bytes to [0, 1], what weights.transforms() and Normalize start from.
 TO_0_1 = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
-
-
-def make_loader(split, batch_size, device, preprocess, train=False):
-    """Batches of a data.Split for the pretrained network: (preprocessed float images, labels),
-    on `device`. Training batches are shuffled, and randomly cropped and flipped at 32x32 (03's
-    augmentation) before the preprocessing."""
-    loader = data.InMemoryLoader(*split, batch_size, device, **TO_0_1, shuffle=train,
-                                 augment=train)
-    return Preprocessed(loader, preprocess)
 
 
 def first_per_class(images, labels, per_class):
@@ -301,7 +246,7 @@ if __name__ == "__main__":
     start = time.perf_counter()
     # Few images per class, as with photos of your own: that is what transfer learning is for.
     # The limit applies before 03_data's validation split, which then holds out a tenth.
-    images, labels, classes = data.load_split(args.data_dir, "train", args.fake_data)
+    images, labels, classes = data.load_split(args.data_dir, "train", args.fake_data, args.classes)
     images, labels = first_per_class(images, labels, args.images_per_class)
     if len(labels) < 2:
         raise common.UserError(f"found {len(labels)} training image(s) in {args.data_dir}; at "
@@ -310,7 +255,7 @@ if __name__ == "__main__":
     train = data.Split(images[train_indices], labels[train_indices])
     val = data.Split(images[val_indices], labels[val_indices])
     test_images, test_labels, test_classes = data.load_split(args.data_dir, "test",
-                                                             args.fake_data)
+                                                             args.fake_data, args.classes)
     if test_classes != classes:  # a label means its class's index: both must list the same
         raise common.UserError(f"{args.data_dir}/train and test/ hold different classes "
                                f"({', '.join(classes)} vs {', '.join(test_classes)}); give "
@@ -322,12 +267,16 @@ if __name__ == "__main__":
     print(f"{len(classes)} classes: {', '.join(classes)}")
     print(f"{len(train.labels):,} training, {len(val.labels):,} validation and "
           f"{len(test.labels):,} test images, loaded in {time.perf_counter() - start:.1f} s")
-    train_loader = make_loader(train, args.batch_size, device, pretrained.preprocess, train=True)
-    val_loader = make_loader(val, 2 * args.batch_size, device, pretrained.preprocess)
-    test_loader = make_loader(test, 2 * args.batch_size, device, pretrained.preprocess)
-    print("preprocessing:", " ".join(str(pretrained.preprocess).split()))
-    batch, _ = next(iter(val_loader))
-    print(f"a batch as the network gets it: {tuple(batch.shape)}, mean {batch.mean():.2f}, "
+    # Batches of 32x32 images in [0, 1]: training batches are shuffled, randomly cropped and
+    # flipped (03's augmentation, at 32x32), the last, smaller one dropped (section 5 says why);
+    # the new network's preprocessing does the rest.
+    train_loader = data.InMemoryLoader(*train, args.batch_size, device, **TO_0_1, shuffle=True,
+                                       augment=True, drop_last=True)
+    val_loader = data.InMemoryLoader(*val, 2 * args.batch_size, device, **TO_0_1)
+    test_loader = data.InMemoryLoader(*test, 2 * args.batch_size, device, **TO_0_1)
+    print("preprocessing:", " ".join(str(preprocess).split()))
+    batch = preprocess(next(iter(val_loader))[0])
+    print(f"a batch as the backbone gets it: {tuple(batch.shape)}, mean {batch.mean():.2f}, "
           f"std {batch.std():.2f}")
 
 
@@ -362,17 +311,16 @@ def split_network(network):
 
 
 class TransferNet(nn.Module):
-    """A pretrained backbone with a new Linear head for `num_classes` classes.
+    """A pretrained network's preprocessing and backbone, and a new Linear head for
+    `num_classes` classes; it takes images with values in [0, 1]. train() keeps the batch-norm
+    layers of the frozen part of the backbone in eval mode (section 4)."""
 
-    train() keeps the batch-norm layers of the frozen part of the backbone in eval mode (see
-    section 4), so that freezing leaves them exactly as they were.
-    """
-
-    def __init__(self, network, num_classes):
+    def __init__(self, network, preprocess, num_classes):
         super().__init__()
         # A copy: training this model never changes `network`, so every model made from it
         # starts from the same weights.
         network = copy.deepcopy(network)
+        self.preprocess = preprocess  # weights.transforms() or Normalize: no parameters
         self.backbone, self.last_stage_name, num_features = split_network(network)
         self.head = nn.Linear(num_features, num_classes)
 
@@ -382,7 +330,7 @@ class TransferNet(nn.Module):
         return self.backbone.get_submodule(self.last_stage_name)
 
     def forward(self, images):
-        return self.head(self.backbone(images))  # (N, num_classes) scores
+        return self.head(self.backbone(self.preprocess(images)))  # (N, num_classes) scores
 
     def train(self, mode=True):
         super().train(mode)  # every layer in training mode (or, with mode=False, eval mode)
@@ -395,7 +343,7 @@ class TransferNet(nn.Module):
 
 if __name__ == "__main__":
     common.section("3. Backbone and head")
-    model = TransferNet(pretrained.network, len(classes))
+    model = TransferNet(network, preprocess, len(classes))
     with torch.no_grad():
         features = model.backbone.eval()(batch[:2].cpu())
     print(f"the backbone turns images {tuple(batch[:2].shape)} into features "
@@ -435,17 +383,11 @@ def make_optimizer(model, lr, backbone_lr=None, weight_decay=WEIGHT_DECAY):
     """AdamW over the parameters that train, in two parameter groups: the head at `lr`, and
     the backbone's trainable parameters (if any) at `backbone_lr`.
 
-    Why not 05's SGD: 05's learning rate, warm-up and weight-decay split were tuned for
-    training CifarNet from scratch over thousands of steps; a new head trained for a few dozen
-    steps needs none of that tuning with Adam. AdamW's decay, a gentle pull of every trained
-    weight towards 0, is simply left on for all of them here.
-
-    Adam scales each parameter's step by the recent size of its gradients, so one learning rate
-    suits a new head and a whole network alike (3e-3 here: a new head, trained for few steps,
-    learns faster with more than Adam's usual 1e-3); AdamW decays the weights separately from
-    that scaling. A parameter group is a dict with its own "params" and settings: the
-    optimizer applies each group's learning rate to its parameters, and the scheduler scales
-    every group's rate by the same factor.
+    A parameter group is a dict with its own "params" and settings: the optimizer applies each
+    group's learning rate to its parameters, and the scheduler scales every group's rate by the
+    same factor. Adam scales each parameter's step by the recent size of its gradients, so one
+    learning rate suits a new head and a whole network alike (GUIDE.md says why this is not
+    05's SGD).
     """
     groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": lr}]
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -461,11 +403,7 @@ if __name__ == "__main__":
     print(f"after freezing:  {trainable_parameters(model):,} (the head's "
           f"{model.head.weight.shape[1]} x {model.head.weight.shape[0]} weights and "
           f"{model.head.bias.numel()} biases)")
-    optimizer = make_optimizer(model, args.lr)  # the backbone is frozen: only the head's group
-    held = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
-    print(f"the optimizer holds {held:,} numbers in {len(optimizer.param_groups)} group(s)")
-    model.last_stage.requires_grad_(True)  # what --fine-tune does (a demonstration: section 5
-    # builds fresh networks to train)
+    model.last_stage.requires_grad_(True)  # what --fine-tune does, after training the head
     print(f"with {model.last_stage_name} unfrozen too: {trainable_parameters(model):,} trainable")
 
 
@@ -480,31 +418,35 @@ if __name__ == "__main__":
 # suit almost any images, and few images are not enough to improve them.
 def train_epochs(model, train_loader, val_loader, optimizer, epochs, device, label):
     """Train `model` for `epochs` epochs with 05_train.py's functions, the learning rate on
-    05's schedule (warm-up, then decay); print a line per epoch. Returns the last validation
-    accuracy."""
+    05's schedule (warm-up, then decay); print a line per epoch. A run that diverges ends in a
+    common.UserError."""
     loss_fn = nn.CrossEntropyLoss()
     scheduler = training.make_scheduler(optimizer, total_steps=epochs * len(train_loader))
-    val_accuracy = 0.0
+    guessing = math.log(model.head.out_features)  # the loss of equal scores for every class
     for epoch in range(1, epochs + 1):
         try:
             train_loss, train_accuracy = training.train_one_epoch(
                 model, train_loader, loss_fn, optimizer, device, scheduler,
                 description=f"{label} {epoch}/{epochs}")
-        except FloatingPointError as error:
+            val_loss, val_accuracy = training.evaluate(model, val_loader, loss_fn, device)
+        except FloatingPointError as error:  # a loss became nan or infinite
             raise common.UserError(f"{error}: training diverged; try a lower --lr.") from None
-        val_loss, val_accuracy = training.evaluate(model, val_loader, loss_fn, device)
+        # Steps far too large can also leave the weights scoring far worse than guessing.
+        if val_loss > 10 * guessing:
+            raise common.UserError(f"the validation loss became {val_loss:.3g}, against "
+                                   f"{guessing:.2f} for a guess: training diverged; try a "
+                                   "lower --lr.")
         print(f"  {label} {epoch:>2}/{epochs}  train loss {train_loss:.3f} acc "
               f"{100 * train_accuracy:5.1f}%  |  val loss {val_loss:.3f} acc "
               f"{100 * val_accuracy:5.1f}%", flush=True)
-    return val_accuracy
 
 
 METHODS = ("from scratch", "frozen backbone", "fine-tuned")
 
 
-def train_method(method, network, num_classes, train_loader, val_loader, device, lr,
-                 head_epochs, fine_tune_epochs=0, seed=0):
-    """Train a TransferNet made from `network`, one of three ways.
+def train_method(method, network, preprocess, num_classes, train_loader, val_loader, device,
+                 lr, head_epochs, fine_tune_epochs=0, seed=0):
+    """Train a TransferNet made from `network` and `preprocess`, one of three ways.
 
     Args:
         method: "from scratch" (`network` should have random weights: everything trains, for
@@ -514,33 +456,31 @@ def train_method(method, network, num_classes, train_loader, val_loader, device,
         seed: the same seed gives every method the same head and the same batches.
 
     Returns:
-        (model, seconds, trainable parameters at the end, last validation accuracy).
+        (model, seconds of training, trainable parameters at the end).
     """
     common.seed_everything(seed)
-    model = TransferNet(network, num_classes)  # a copy of network: it stays as it is
+    model = TransferNet(network, preprocess, num_classes)  # a copy: network stays as it is
     model = model.to(device, memory_format=torch.channels_last)  # the layout of the batches
     total_epochs = head_epochs + fine_tune_epochs
     common.synchronize(device)
     start = time.perf_counter()
     if method == "from scratch":
         optimizer = make_optimizer(model, lr, backbone_lr=lr)
-        val_accuracy = train_epochs(model, train_loader, val_loader, optimizer, total_epochs,
-                                    device, "all layers")
+        train_epochs(model, train_loader, val_loader, optimizer, total_epochs, device,
+                     "all layers")
     else:
         freeze_backbone(model)
         epochs = head_epochs if method == "fine-tuned" else total_epochs
         optimizer = make_optimizer(model, lr)  # the backbone is frozen: only the head's group
-        val_accuracy = train_epochs(model, train_loader, val_loader, optimizer, epochs, device,
-                                    "head")
+        train_epochs(model, train_loader, val_loader, optimizer, epochs, device, "head")
         if method == "fine-tuned":
             model.last_stage.requires_grad_(True)
             # A new optimizer: its groups are the head and the now trainable last stage.
             optimizer = make_optimizer(model, lr, backbone_lr=FINE_TUNE_LR_FACTOR * lr)
-            val_accuracy = train_epochs(model, train_loader, val_loader, optimizer,
-                                        fine_tune_epochs, device,
-                                        f"head + {model.last_stage_name}")
+            train_epochs(model, train_loader, val_loader, optimizer, fine_tune_epochs, device,
+                         f"head + {model.last_stage_name}")
     common.synchronize(device)
-    return model, time.perf_counter() - start, trainable_parameters(model), val_accuracy
+    return model, time.perf_counter() - start, trainable_parameters(model)
 
 
 if __name__ == "__main__":
@@ -548,25 +488,30 @@ if __name__ == "__main__":
     head_epochs = 1 if args.dry_run else args.epochs
     fine_tune_epochs = (1 if args.dry_run else args.fine_tune_epochs) if (
         args.fine_tune or args.compare) else 0
-    if args.compare:
-        print("--compare: section 6 trains every method.")
-    else:
-        method = "fine-tuned" if args.fine_tune else "frozen backbone"
-        # "frozen backbone" trains head_epochs + 0: the head alone, for --epochs.
-        model, seconds, trainable, _ = train_method(
-            method, pretrained.network, len(classes), train_loader, val_loader, device,
+    # Batch-norm layers that train (all of them from scratch, the last stage's when fine-tuning)
+    # normalise each batch by its own mean and variance, which one image does not have. Without
+    # drop_last, 9 images in batches of 8 would end each epoch with a batch of one.
+    if fine_tune_epochs and min(args.batch_size, len(train.labels)) < 2:
+        raise common.UserError("batch-norm layers cannot train on batches of one image; use "
+                               "--batch-size 2 or more, and at least 3 training images (one is "
+                               "held out for validation).")
+    # --compare trains the network all three ways (section 6 compares them); otherwise, the way
+    # you asked for. From scratch starts from the same architecture with random weights.
+    methods = METHODS if args.compare else ["fine-tuned" if args.fine_tune else "frozen backbone"]
+    results = []
+    for method in methods:
+        start_network = load_network(args, pretrained=False)[0] if (
+            method == "from scratch") else network
+        model, seconds, trainable = train_method(
+            method, start_network, preprocess, len(classes), train_loader, val_loader, device,
             args.lr, head_epochs, fine_tune_epochs, args.seed)
-        test_loss, test_accuracy = training.evaluate(model, test_loader, nn.CrossEntropyLoss(),
-                                                     device)
+        _, test_accuracy = training.evaluate(model, test_loader, nn.CrossEntropyLoss(), device)
         print(f"{method}: test accuracy {100 * test_accuracy:.1f}% on {len(test.labels):,} "
-              f"images, {trainable:,} trainable parameters, {seconds:.0f} s of training")
-        if args.fake_data or args.no_pretrained:
-            print(f"(Random {'images' if args.fake_data else 'starting weights'}: these numbers "
-                  "only show that the code runs; chance is "
-                  f"{100 / len(classes):.0f}%.)")
-        if not args.fine_tune:
-            print("Next: add --fine-tune to train the last stage too, or --compare to measure "
-                  "both against training from scratch.")
+              f"images, {trainable:,} trainable parameters, {seconds:.1f} s of training")
+        results.append((method, test_accuracy, seconds, trainable))
+    if args.fake_data or args.no_pretrained:
+        print(f"(Random {'images' if args.fake_data else 'starting weights'}: these numbers "
+              f"only show that the code runs; chance is {100 / len(classes):.0f}%.)")
 
 
 # %% 6. Is it worth it? Scratch vs frozen vs fine-tuned (--compare) ------------------------------
@@ -574,82 +519,32 @@ if __name__ == "__main__":
 # images (same batches, same augmentation) and for the same number of epochs, then tested on the
 # same test images. From scratch starts from random weights and trains everything; the other two
 # start from the pretrained weights. Time is the training time (validation included, the test
-# excluded). Try it with a network you trained on some classes (--backbone) and a --data-dir of
-# *other* classes: what transfers is what it learned about images in general.
-#
-# Measured on a CPU with the JPEG copy of CIFAR-10: 05_train.py trained the small CifarNet for 5
-# epochs on airplane, automobile, bird, cat and deer (86% validation accuracy); then 09 learned
-# dog, frog, horse, ship and truck from 50 training images of each (45 after the validation
-# split), 20 epochs, and was tested on their 5,000 test images. With seeds 0, 1 and 2: from
-# scratch 67.9, 67.2 and 66.7%; frozen backbone 68.4, 68.7 and 68.4%; fine-tuned 76.9, 76.7 and
-# 77.1%. The frozen features help only a little: the last stage learned what tells five other
-# classes apart. Letting it adapt, slowly, is what pays. And on one CPU core it trained in about
-# 4 s against 11 s from scratch: backward() stops at the last stage, or at the head.
+# excluded): the frozen and fine-tuned networks train faster, because backward() stops at the
+# head, or at the last stage. Try it with a network you trained on some classes (--backbone) and
+# a --data-dir of *other* classes: what transfers is what it learned about images in general.
+# README.md ("Next steps, measured") has such a run, and what it found.
 if __name__ == "__main__":
     common.section("6. Scratch vs frozen vs fine-tuned (--compare)")
     if not args.compare:
         print("Run with --compare to train all three on the same images and compare them.")
     else:
-        random_network = load_network(args, pretrained=False).network
-        results = []
-        for method in METHODS:
-            print(f"{method}:")
-            network = random_network if method == "from scratch" else pretrained.network
-            model, seconds, trainable, val_accuracy = train_method(
-                method, network, len(classes), train_loader, val_loader, device, args.lr,
-                head_epochs, fine_tune_epochs, args.seed)
-            _, test_accuracy = training.evaluate(model, test_loader, nn.CrossEntropyLoss(),
-                                                 device)
-            results.append({"method": method, "test_accuracy": test_accuracy,
-                            "val_accuracy": val_accuracy, "seconds": seconds,
-                            "trainable_parameters": trainable})
-        print(f"\n{pretrained.description}")
+        print(description)
         print(f"{len(train.labels):,} training images of {len(classes)} classes, "
               f"{head_epochs + fine_tune_epochs} epochs each, tested on {len(test.labels):,}:")
         print(f"  {'method':<16} {'test accuracy':>13} {'training time':>14} "
               f"{'trainable parameters':>21}")
-        for row in results:
-            print(f"  {row['method']:<16} {100 * row['test_accuracy']:12.1f}% "
-                  f"{row['seconds']:13.1f}s {row['trainable_parameters']:>21,}")
-        if args.fake_data:
-            print("(Random images with random labels: every method scores about chance; this "
-                  "only checks that the code runs.)")
-        if not args.dry_run:  # a dry run only checks that everything works: no files
-            results_path = args.output_dir / "transfer_comparison.json"
-            summary = {"backbone": pretrained.description, "classes": list(classes),
-                       "training_images": len(train.labels), "test_images": len(test.labels),
-                       "epochs": head_epochs + fine_tune_epochs, "device": str(device),
-                       "results": results}
-            common.write_atomically(results_path,
-                                    lambda file: file.write(json.dumps(summary, indent=1).encode()))
-            print("results:", results_path)
+        for method, test_accuracy, seconds, trainable in results:
+            print(f"  {method:<16} {100 * test_accuracy:12.1f}% {seconds:13.1f}s "
+                  f"{trainable:>21,}")
 
 
-# %% 7. Classifying image files -------------------------------------------------------------------
-# As in 08_predict.py: each file is read whatever its format and size (image_files.open_image,
-# through 08's read_images), shrunk to 32x32 like every training image, then prepared as in
-# training (section 2). The network can only answer with the classes it was trained on: a photo
-# of something else still gets one of them.
-def classify(model, images, preprocess, device):
-    """Class probabilities (N, classes), on the CPU, for uint8 images (N, 3, 32, 32)."""
-    model.eval()  # batch-norm with its running statistics: an image's answer is its own
-    with torch.inference_mode():
-        batches = [preprocess(data.prepare_batch(chunk, device, **TO_0_1))
-                   for chunk in images.split(prediction.MAX_BATCH)]
-        return torch.cat([model(batch) for batch in batches]).softmax(dim=1).cpu()
-
-
+# %% What you did, and what comes next ------------------------------------------------------------
+# You took a network trained on other images, kept its backbone, and gave it a new head for your
+# classes; froze the backbone so that only the head learned (batch-norm included); with
+# --fine-tune let its last stage adapt too, at a tenth of the learning rate; and with --compare
+# measured what that is worth against the same network trained from scratch on the same few
+# images. Next, 10_sequences.py leaves images for text: an LSTM that reads one character at a
+# time and learns to predict the next.
 if __name__ == "__main__":
-    common.section("7. Classifying image files")
-    paths = args.images or sorted(path for path in prediction.SAMPLES_DIR.iterdir()
-                                  if path.suffix in (".png", ".jpg"))
-    loaded, failed = prediction.read_images(paths, previews=0)  # a bad file: one sentence
-    if loaded:
-        probabilities = classify(model, torch.stack([image for *_, image in loaded]),
-                                 pretrained.preprocess, device)
-        for (path, description, _, _), row in zip(loaded, probabilities):
-            prediction.print_predictions(path, description, row, classes, min(args.top,
-                                                                               len(classes)))
-    print(f"\nFinished in {time.perf_counter() - lesson_start:.0f} s.")
-    if failed:
-        sys.exit(1)  # each failure was already explained above, one sentence per file
+    print(f"\nFinished in {time.perf_counter() - lesson_start:.0f} s. Next, 10_sequences.py: "
+          "an LSTM that learns to write text.")

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -110,6 +111,15 @@ def non_negative_int(text):
     return whole_number(text, minimum=0)
 
 
+def seed_number(text):
+    """argparse type: a seed, from 0 to 2**31 - 1 (NumPy takes at most 2**32 - 1, and the
+    scripts add the epoch, or more, to it)."""
+    value = whole_number(text, minimum=0)
+    if value >= 2 ** 31:
+        raise argparse.ArgumentTypeError(f"must be below 2**31 = {2 ** 31:,}, got {value}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite number greater than zero."""
     try:
@@ -119,6 +129,19 @@ def positive_float(text):
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
+
+
+def class_names(text):
+    """argparse type: class names separated by commas, as a tuple ("cat,dog" -> ("cat", "dog"))."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if len(names) < 2:
+        raise argparse.ArgumentTypeError(f"expected two or more class names with commas between "
+                                         f"them, got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} is named twice; name each class "
+                                         "once")
+    return names
 
 
 def existing_dir(text):
@@ -158,20 +181,24 @@ def make_parser(description, device_purpose="where to compute", seed_help=None):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help=f"{device_purpose}; auto picks CUDA, then Apple MPS, then the CPU")
     if seed_help is not False:
-        parser.add_argument("--seed", type=non_negative_int, default=0,
+        parser.add_argument("--seed", type=seed_number, default=0,
                             help=seed_help or "random seed, for repeatable runs")
     return parser
 
 
-def make_data_parser(description, batch_size=512, **make_parser_options):
+def make_data_parser(description, batch_size=512, output_dir=OUTPUT_DIR,
+                     **make_parser_options):
     """make_parser plus the flags every script that reads the images shares. `batch_size` is
-    this script's default for --batch-size (None: the script picks one later); other keywords
-    go to make_parser."""
+    this script's default for --batch-size (None: the script picks one later); `output_dir` the
+    default of --output-dir (None: the script says where); other keywords go to make_parser."""
     parser = make_parser(description, **make_parser_options)
     data = parser.add_argument_group("data (shared by every script that reads the images)")
     data.add_argument("--data-dir", type=existing_dir, default=DATA_DIR,
                       help="where CIFAR-10 is downloaded; a folder with train/ and test/ holding "
                            "one subfolder per class is read as your own images instead")
+    data.add_argument("--classes", type=class_names,
+                      help="train and test on these classes only, named with commas between "
+                           "them, e.g. airplane,automobile,bird,cat,deer (default: all)")
     data.add_argument("--fake-data", action="store_true",
                       help="use small random images (torchvision FakeData): the whole pipeline "
                            "in seconds, offline; accuracy means nothing")
@@ -180,9 +207,94 @@ def make_data_parser(description, batch_size=512, **make_parser_options):
     data.add_argument("--batch-size", type=positive_int, default=batch_size,
                       help="images per batch" + ("" if batch_size else " (default: chosen by "
                                                  "the script; see above)"))
-    data.add_argument("--output-dir", type=Path, default=OUTPUT_DIR,
-                      help="where figures and other outputs are written")
+    data.add_argument("--output-dir", type=Path, default=output_dir,
+                      help="where figures and other outputs are written" + (
+                          "" if output_dir else " (default: the run's --checkpoint-dir)"))
     return parser
+
+
+def add_training_flags(parser, model_sizes):
+    """Add the training recipe's flags of 05_train.py (12_distributed.py shares them) to
+    `parser`, in a group of their own, and return the group; each script adds its own
+    --checkpoint-dir. `model_sizes`: the choices of --model-size."""
+    training = parser.add_argument_group("training")
+    training.add_argument("--epochs", type=positive_int, default=10,
+                          help="passes over the training images")
+    training.add_argument("--lr", type=positive_float,
+                          help="peak learning rate, reached after the warm-up "
+                               "(default: 0.6 x batch size / 512)")
+    training.add_argument("--model-size", choices=sorted(model_sizes), default="small",
+                          help="small trains on a CPU; large is for a GPU")
+    training.add_argument("--weight-decay", type=float, default=5e-4,
+                          help="L2 penalty on the weights of convolutions and the linear layer")
+    training.add_argument("--label-smoothing", type=float, default=0.2,
+                          help="share of each target spread evenly over all the classes "
+                               "(0 turns it off)")
+    training.add_argument("--no-augment", action="store_true",
+                          help="train on the images as they are, without random crops and flips")
+    training.add_argument("--no-mixed-precision", action="store_true",
+                          help="on CUDA, compute in float32 instead of bfloat16")
+    training.add_argument("--resume", action="store_true",
+                          help="continue from last.pt in --checkpoint-dir")
+    training.add_argument("--overwrite", action="store_true",
+                          help="replace the run already in --checkpoint-dir (without this, a new "
+                               "run refuses to)")
+    return training
+
+
+def check_training_flags(parser, args):
+    """Refuse, through argparse's one-line error, numbers that add_training_flags' types let
+    through but that cannot make sense."""
+    if args.epochs > 10_000:  # a typo, not a plan: even --dry-run would run them all
+        parser.error(f"--epochs must be at most 10000, not {args.epochs}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error("--label-smoothing must be at least 0 and less than 1")
+    if not 0 <= args.weight_decay < 1:
+        parser.error("--weight-decay must be at least 0 and less than 1")
+    if args.lr is not None and args.lr > 10:
+        parser.error(f"--lr must be at most 10 (the default is 0.6 x batch size / 512), "
+                     f"not {args.lr:g}")
+    if args.batch_size is not None and args.batch_size > 2 ** 16:
+        parser.error("--batch-size must be at most 65536")
+
+
+def training_parser(description, model_sizes, checkpoint_dir="checkpoints/"):
+    """The parser of a training script (05, 12): the data flags, the training flags and
+    --checkpoint-dir (`checkpoint_dir` names its default in --help). Returns (parser, training
+    group), for the script to add its own flags."""
+    parser = make_data_parser(description, batch_size=None, output_dir=None)
+    training = add_training_flags(parser, model_sizes)
+    training.add_argument("--checkpoint-dir", type=Path,
+                          help="where last.pt, best.pt and history.json are written (default: "
+                               f"{checkpoint_dir}; a --fake-data run uses its fake/ subfolder, "
+                               "so that a check on random images never replaces a trained model)")
+    return parser, training
+
+
+def parse_training_args(parser, default_checkpoint_dir):
+    """Parse a training script's flags and fill in the folders: --checkpoint-dir from
+    default_checkpoint_dir(fake_data), --output-dir the same folder unless given (both checked
+    now, not after the last epoch)."""
+    args = parse_args(parser)
+    check_training_flags(parser, args)
+    args.checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(args.fake_data)
+    args.output_dir = args.output_dir or args.checkpoint_dir  # the run's figure goes with it
+    check_can_write(args.checkpoint_dir, "--checkpoint-dir")
+    check_can_write(args.output_dir, "--output-dir")
+    return args
+
+
+def check_can_write(folder, flag):
+    """Refuse now, in one sentence, a folder that a script will write into only at the end of
+    its work: one that is a file, lies under a file, or cannot be written. Creates nothing."""
+    folder = Path(folder)
+    existing = next(path for path in [folder, *folder.parents] if path.exists())
+    if not existing.is_dir():
+        raise UserError(f"cannot write into {folder}: {existing} is a file, not a folder; "
+                        f"choose another {flag}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into {folder}: {existing} is not writable; choose "
+                        f"another {flag}.")
 
 
 # %% Device and seed -----------------------------------------------------------------------------
@@ -253,6 +365,13 @@ def write_atomically(path, write):
             reason, advice = f"{blocking} is a file, not a folder", "Choose another folder."
         else:  # no space, no permission, ...
             reason = getattr(error, "strerror", None) or error
+            if isinstance(error, RuntimeError):  # torch.save's own words ("unexpected pos")
+                try:
+                    full = shutil.disk_usage(path.parent).free < 2 ** 26  # under 64 MB free
+                except OSError:
+                    full = False
+                reason = ("no space left on the disk" if full
+                          else f"the write failed: {str(error).splitlines()[0][:120]}")
             advice = "Free some disk space or choose another folder."
         raise UserError(f"could not write {path} ({reason}); {kept}. {advice}") from None
     finally:
@@ -260,3 +379,92 @@ def write_atomically(path, write):
             temporary.unlink(missing_ok=True)
         except OSError:  # a read-only folder: there was no temporary file to remove anyway
             pass
+
+
+# %% torch.compile (--compile) -------------------------------------------------------------------
+def compile_model(model, device):
+    """`model` compiled with torch.compile, to call in its place; it shares `model`'s weights.
+    GUIDE.md ("torch.compile") explains what it does, what it costs and when it pays.
+
+    Save `model`, not what this returns: the compiled wrapper names every weight
+    "_orig_mod.<name>" in its state_dict, which a plain model could not load.
+
+    Raises:
+        UserError: compiling does not work on this machine (no C++ compiler, say).
+    """
+    import logging
+
+    # A CPU-only machine gets a warning that no CUDA runtime is found: true, and nothing to act on.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        # A tiny function first: if compiling cannot work here at all (no C++ compiler, or a
+        # Python that torch.compile does not support yet), this says so in one sentence now,
+        # rather than as a long traceback in the middle of the first epoch.
+        torch.compile(lambda x: x + 1, dynamic=False)(torch.zeros(2, device=device))
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"torch.compile does not work here ({reason}); run without "
+                        "--compile.") from None
+    print("torch.compile: on; the model is compiled the first time it trains and the first time "
+          "it evaluates, which makes the first epoch slower")
+    # dynamic=False: code for the few batch shapes there are (the training batch, the
+    # validation batch and its smaller last one), not general code for any batch size.
+    return torch.compile(model, dynamic=False)
+
+
+# %% The record and report of a training run (05, 12) -------------------------------------------
+def epochs_left(first_epoch, epochs, planned_epochs):
+    """Whether a training run (05, 12) has epochs to train from `first_epoch` to `epochs`; a
+    resumed run that has them all says so, and one asked to go past the `planned_epochs` of its
+    learning-rate schedule says what those extra epochs get."""
+    if first_epoch > epochs:
+        print(f"Nothing to do: it already trained {first_epoch - 1} epochs; pass a larger "
+              "--epochs to train more.")
+        return False
+    if epochs > planned_epochs:
+        # Stretching the schedule now would raise the learning rate again and undo the settling
+        # of the last epochs; the extra epochs go on at its last, lowest learning rate instead.
+        print(f"The learning-rate schedule was planned for {planned_epochs} epochs; epochs "
+              f"{planned_epochs + 1}-{epochs} train at its last rate. For a full schedule over "
+              f"{epochs} epochs, start a new run.")
+    return True
+
+
+def training_config(args, classes, mean, std, epochs, steps_per_epoch):
+    """What 05's and 12's checkpoints record about a run: 06-08 rebuild the model and prepare
+    images from it, and --resume refuses to go on with other settings. `epochs` is the length
+    the learning-rate schedule was planned for."""
+    data = import_script("03_data")
+    return {
+        # mean and std hold one number per channel: 3 for colour images, 1 for grayscale.
+        "model": {"size": args.model_size, "num_classes": len(classes), "in_channels": len(mean)},
+        "image_size": data.IMAGE_SIZE, "classes": list(classes), "mean": list(mean),
+        "std": list(std), "data": data.data_source(args.data_dir, args.fake_data),
+        "data_dir": None if args.fake_data else str(Path(args.data_dir).resolve()),
+        "epochs": epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
+        "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
+        "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
+    }
+
+
+def report_training_run(run, args):
+    """At the end of a training run (checkpointing.TrainingRun): draw the curves, say where
+    every file is, and print the 06_evaluate.py command that evaluates its best.pt."""
+    import shlex
+
+    import figures  # matplotlib, loaded here: only a finished run draws, and it takes a second
+
+    curves_path = figures.plot_history(run.history, Path(args.output_dir) / "training_curves.png")
+    print(f"Checkpoints: {run.last_path} and {run.best_path}\nHistory: {run.history_path}\n"
+          f"Plot: {curves_path}")
+    if args.fake_data:
+        print("(Random images with random labels: about 10% is chance, and all any network can "
+              "score here. This run only checks that the code runs.)")
+    command = ["python", "06_evaluate.py"]
+    if args.fake_data:
+        command.append("--fake-data")
+    elif args.data_dir != DATA_DIR:
+        command += ["--data-dir", shlex.quote(str(args.data_dir))]
+    if run.best_path not in (CHECKPOINT_DIR / "best.pt", CHECKPOINT_DIR / "fake" / "best.pt"):
+        command += ["--checkpoint", shlex.quote(str(run.best_path))]
+    print("Next: " + " ".join(command))

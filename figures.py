@@ -57,27 +57,28 @@ def draw_architecture(model, records, path):
     """Draw 04_model.py's CifarNet as boxes, one column per stage, and save it as a PNG.
 
     Args:
-        model: the CifarNet that `records` traced (its size, num_classes and logit_scale are
+        model: the CifarNet that `records` describe (its size, num_classes and logit_scale are
             shown).
-        records: what 04_model.trace_shapes returned: (name, layer, input shape, output shape)
-            for every layer, in the order the layers ran.
+        records: what 04_model.layer_by_layer returned first: (name, layer, output shape) for
+            every step of forward() in order, the first the input ("(input)", None, shape) and
+            the last the multiplication by logit_scale (layer None).
         path: where to save the PNG (its folder is created if needed).
 
     Returns:
         `path`.
     """
-    # Group the traced layers into stages by the first part of their name: "stem.0" belongs to
-    # the stem, "blocks.1.conv2" to block 2, "pool", "flatten" and "classifier" to the head.
+    # Group the layers into stages by the first part of their name: "stem.0" belongs to the
+    # stem, "blocks.1.conv2" to blocks.1 (named as the code names it), "pool", "flatten",
+    # "classifier" and the scale to the head.
+    scale = Fraction(model.logit_scale).limit_denominator(1000)  # 0.125 -> 1/8
     stages = {}
-    for name, module, _, output_shape in records:
+    for name, module, output_shape in records[1:]:
         parts = name.split(".")
         stage = ("Stem" if parts[0] == "stem" else
-                 f"Block {int(parts[1]) + 1}" if parts[0] == "blocks" else "Head")
-        stages.setdefault(stage, []).append(
-            (_layer_label(module), type(module).__name__, _per_image_shape(output_shape)))
-    scale = Fraction(model.logit_scale).limit_denominator(1000)  # 0.125 -> 1/8
-    stages["Head"].append((f"× logit_scale ({scale})", "scale",
-                           _per_image_shape(records[-1][3])))
+                 f"blocks.{parts[1]}" if parts[0] == "blocks" else "Head")
+        label, kind = ((_layer_label(module), type(module).__name__) if module is not None
+                       else (f"× logit_scale ({scale})", "scale"))
+        stages.setdefault(stage, []).append((label, kind, _per_image_shape(output_shape)))
 
     # Sizes in "data units"; the figure is scaled so that one unit is about 0.8 inch.
     box_width, box_height, gap = 2.6, 0.78, 0.3
@@ -110,7 +111,7 @@ def draw_architecture(model, records, path):
                       fontsize=10, color="#1d3557", fontweight="bold")
 
     middle = top / 2  # the stages are joined by horizontal arrows at mid-height
-    input_text = _per_image_shape(records[0][2])  # what the first layer took in: the images
+    input_text = _per_image_shape(records[0][2])  # the first record is the input images
     box(0, middle - box_height / 2, "input image", input_text, "#ffffff", bold=True)
     # Where the next arrow between stages starts, and the shape it carries.
     previous_right, previous_shape = box_width, input_text
@@ -273,10 +274,10 @@ def plot_mistakes(images, titles, path, columns=4):
 
 
 def plot_predictions(results, classes, top, path):
-    """Save one row per image: the image, the 32x32 input the network saw, and its top classes.
+    """Save one row per image: the image, the input the network saw, and its top classes.
 
     Args:
-        results: a list of (title, RGB PIL image, uint8 tensor (3, 32, 32), probabilities).
+        results: a list of (title, RGB PIL image, uint8 tensor (3, H, W), probabilities).
         classes: the class names.
         top: how many classes to draw.
         path: the PNG file to write.
@@ -288,9 +289,10 @@ def plot_predictions(results, classes, top, path):
     for row, (title, image, tensor, probabilities) in zip(axes, results):
         row[0].imshow(image)
         row[0].set_title(title, fontsize=9)
-        # "nearest" draws each of the 32x32 pixels as a square, so you see them.
+        # "nearest" draws each of the input's pixels as a square, so you see them.
         row[1].imshow(tensor.permute(1, 2, 0).numpy(), interpolation="nearest")
-        row[1].set_title("what the network sees (32x32)", fontsize=9)
+        row[1].set_title(f"what the network sees ({tensor.shape[-1]}x{tensor.shape[-2]})",
+                         fontsize=9)
         for axes_of_image in row[:2]:
             axes_of_image.axis("off")
         values, indices = probabilities.topk(top)

@@ -1,40 +1,60 @@
 """Plumbing for reading image files of any format, mode and size: the code that 03_data.py
 (training on a folder of your own images) and 08_predict.py (classifying your photos) share.
 
-It is Pillow, not PyTorch: what it does is explained in 08_predict.py, section 1, and you never
-need to open this file to follow a lesson.
+It is Pillow, not PyTorch, and you never need to open this file to follow a lesson. What
+open_image does on the way from a file to the image the network is shown:
+  - Modes. A network takes either RGB (3 channels of 0..255, like CIFAR-10) or grayscale ("L",
+    1 channel), whichever it was trained on; open_image(path, mode) gives either from any file:
+      - grayscale read as RGB: the gray value goes into all three channels; RGB read as
+        grayscale: Pillow's weighted sum, 0.299 R + 0.587 G + 0.114 B (as torchvision's
+        Grayscale), the brightness the eye sees;
+      - palette ("P", common in GIF and small PNG files): each pixel's colour is looked up;
+      - with transparency ("RGBA", "LA", or a colour marked transparent): put on white, see
+        convert;
+      - 16 bits per pixel ("I;16", from scientific and medical PNG and TIFF files, 0..65535) or
+        floating point ("F", TIFF, usually 0..1): scaled down to 0..255. Pillow's own convert()
+        clips them at 255 instead, so nearly every pixel would come out white (16 bits) or black
+        (0..1 floats).
+  - Orientation. A photo stored sideways, with a tag saying how to turn it (phones do this), is
+    turned upright, as every viewer shows it.
+  - Size. The network sees a small square (32x32 for CIFAR-10) cut from the middle of the image,
+    so open_image never keeps much more than that needs, whatever the file holds:
+      - a large photo is read at a reduced size: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size
+        (a 48-megapixel phone photo would take 144 MB as RGB), other formats are decoded whole and
+        at once averaged down by a whole factor, before any conversion copies them; either way the
+        shorter side ends between DECODE_SIZE and twice that, plenty for shrink();
+      - a very long strip (a file made to fill the memory: 1 x 1,000,000 pixels takes 2 KB as a
+        PNG) is cut to its middle, at most MAX_ASPECT_RATIO times longer than it is wide, since
+        scaling it whole to 32 pixels wide would make a 32 x 32,000,000 image (4 GB) of which the
+        network sees the middle 32x32. Photos, panoramas included, are never that long.
+    So what open_image returns has at most 511 x 8176 pixels (16 MB as RGB), whatever the file.
+    The file itself is decoded whole (apart from a JPEG's reduced decoding), and Pillow refuses to
+    decode one of more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels (about 179 million).
+  - Errors. A file that is missing, not a regular file (a folder, a named pipe, a device), not an
+    image, damaged, or of more pixels than Pillow agrees to open is a common.UserError: one
+    sentence that names it.
 """
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+import torch
+from torchvision import datasets
 
 from common import UserError
 
-# Training on a folder of your own images (03_data.py) and 08_predict.py read files with the
-# same function, open_image, so that a photo reaches the network the same way in both.
-# Files come in many modes, and the network takes RGB (3 channels of 0..255):
-#   - grayscale ("L"): the gray value goes into all three channels;
-#   - palette ("P", common in GIF and small PNG files): each pixel's colour is looked up;
-#   - with transparency ("RGBA", "LA", or a colour marked transparent): put on white, see to_rgb;
-#   - 16 bits per pixel ("I;16", from scientific and medical PNG and TIFF files, 0..65535) or
-#     floating point ("F", TIFF, usually 0..1): scaled down to 0..255. Pillow's own
-#     convert("RGB") clips them at 255 instead, so nearly every pixel would come out white (16
-#     bits) or black (0..1 floats).
-# And they come in any size: a phone photo has 12 to 48 million pixels, 3 bytes each in RGB,
-# while the network sees 32x32. A JPEG is decoded at 1/2, 1/4 or 1/8 of its size, so a large
-# photo is never held at full size. Other formats can only be decoded whole; open_image then
-# averages them down by a whole factor at once, before any conversion copies them. Either way
-# the shorter side ends between DECODE_SIZE and twice that: plenty for 03_data.shrink, whose
-# bilinear filter still averages many pixels into each of the 32x32.
-DECODE_SIZE = 256
+DECODE_SIZE = 256  # a large image is read with its shorter side between 256 and 511 pixels
+MAX_ASPECT_RATIO = 16  # a longer side beyond 16x the shorter one is cut, keeping the middle
+MODES = ("RGB", "L")  # what open_image returns: colour, or grayscale
 
 
-def to_rgb(image):
-    """Convert a PIL image of any mode to RGB: 16-bit and floating-point values scaled to
-    0..255, and transparent parts put on a white background.
+def convert(image, mode="RGB"):
+    """Convert a PIL image of any mode to `mode` ("RGB" or "L", grayscale): 16-bit and
+    floating-point values scaled to 0..255, and transparent parts put on a white background.
 
     A transparent pixel still stores some colour, usually black, that no viewer shows. A plain
     image.convert("RGB") drops the transparency and shows that colour: a logo on a transparent
@@ -42,6 +62,8 @@ def to_rgb(image):
     you see on a white web page. CIFAR-10 has no transparent images, so white is a choice, not a
     rule.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         # nan_to_num: a float file may hold NaN ("not a number") where nothing was measured.
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), posinf=0.0, neginf=0.0)
@@ -56,25 +78,57 @@ def to_rgb(image):
         image = image.convert("RGBA")  # a palette's or a marked colour's transparency included
         background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = PIL.Image.alpha_composite(background, image)
-    return image.convert("RGB")  # returns a copy even when the image is already RGB
+    return image.convert(mode)  # returns a copy even when the image is already in that mode
 
 
-def open_image(path):
-    """Read an image file of any format, mode and size as an RGB PIL image, decoded at a reduced
-    size when it is large (its shorter side between DECODE_SIZE and twice that).
+def middle(image, max_aspect_ratio=MAX_ASPECT_RATIO):
+    """The middle of `image`, with its longer side cut to at most `max_aspect_ratio` times the
+    shorter one (the image itself, not a copy, when it is not that long)."""
+    width, height = image.size
+    shorter = min(width, height)
+    if max(width, height) <= max_aspect_ratio * shorter:
+        return image
+    # As many pixels cut at each end: one more kept if need be, so the middle stays the middle.
+    keep = max_aspect_ratio * shorter + (max(width, height) - max_aspect_ratio * shorter) % 2
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
+
+
+def check_regular_file(path):
+    """A UserError unless `path` is a regular file: reading a named pipe or a device would wait
+    forever or never end, and a folder holds no pixels."""
+    kind = os.stat(path).st_mode  # FileNotFoundError and PermissionError: open_image words them
+    if stat.S_ISDIR(kind):
+        raise UserError(f"cannot read {path}: it is a folder, not an image file.")
+    if not stat.S_ISREG(kind):
+        raise UserError(f"cannot read {path}: it is not a regular file (a named pipe or a "
+                        "device, say), so it holds no image to read.")
+
+
+def open_image(path, mode="RGB"):
+    """Read an image file of any format, mode and size as an RGB or grayscale PIL image, decoded
+    at a reduced size when it is large (its shorter side between DECODE_SIZE and twice that) and
+    cut to its middle when it is very long (see MAX_ASPECT_RATIO).
 
     Args:
         path: the image file.
+        mode: "RGB" (3 channels) or "L" (grayscale, 1 channel): what the network was trained on.
 
     Returns:
-        (image, description): the RGB image, and a line describing the file as it is stored,
+        (image, description): the image, and a line describing the file as it is stored,
         e.g. "JPEG, 8000x6000 RGB".
 
     Raises:
-        UserError: one sentence naming the file, if it is missing, unreadable, not an
-            image, damaged, or larger than Pillow agrees to open.
+        UserError: one sentence naming the file, if it is missing, not a regular file,
+            unreadable, not an image, damaged, or larger than Pillow agrees to open.
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     try:
+        check_regular_file(path)
         # Image.open reads only the header (format, size, mode); the pixels come later.
         with PIL.Image.open(path) as file:
             description = f"{file.format}, {file.width}x{file.height} {file.mode}"
@@ -87,42 +141,157 @@ def open_image(path):
             # Viewers obey it, and so must we, or the network sees the photo lying down.
             # (in_place: turned only if the tag says so; no copy otherwise.)
             PIL.ImageOps.exif_transpose(file, in_place=True)
+            # A very long strip keeps only its middle, before anything copies it whole.
+            image = middle(file)
             # reduce() below averages blocks of pixels. Three kinds of pixel cannot be averaged
-            # as they are, and are first converted (a copy at full size, the one open_image
-            # makes): 16-bit ones, which reduce() does not take, become 32-bit integers; palette
+            # as they are, and are first converted (a copy, the one open_image makes at full
+            # size): 16-bit ones, which reduce() does not take, become 32-bit integers; palette
             # indices become colours; and a colour marked transparent becomes an alpha channel.
-            if file.mode.startswith("I;16"):
-                image = file.convert("I")
-            elif file.mode in ("P", "PA") or "transparency" in file.info:
-                transparent = file.mode == "PA" or "transparency" in file.info
-                image = file.convert("RGBA" if transparent else "RGB")
-            elif file.mode == "1":  # black and white, 1 bit per pixel
-                image = file.convert("L")
-            else:
-                image = file
+            if image.mode.startswith("I;16"):
+                image = image.convert("I")
+            elif image.mode in ("P", "PA") or "transparency" in image.info:
+                transparent = image.mode == "PA" or "transparency" in image.info
+                image = image.convert("RGBA" if transparent else "RGB")
+            elif image.mode == "1":  # black and white, 1 bit per pixel
+                image = image.convert("L")
             factor = min(image.size) // DECODE_SIZE
             if factor > 1:
                 # The average of each factor x factor block (for RGBA, weighted by opacity, so
                 # the hidden colour of transparent pixels does not bleed into the edges).
                 image = image.reduce(factor)
-            return to_rgb(image), description
+            return convert(image, mode), description
     except FileNotFoundError:
         raise UserError(f"cannot read {path}: there is no such file.") from None
     except (IsADirectoryError, PermissionError):  # Windows says PermissionError for a folder
         if Path(path).is_dir():
-            raise UserError(f"cannot read {path}: it is a folder, not an image file."
-                                   ) from None
-        raise UserError(f"cannot read {path}: you do not have permission to read it."
-                               ) from None
+            raise UserError(f"cannot read {path}: it is a folder, not an image file.") from None
+        raise UserError(f"cannot read {path}: you do not have permission to read it.") from None
     except PIL.Image.DecompressionBombError:
         # Image.open refuses images of more than 2 x PIL.Image.MAX_IMAGE_PIXELS pixels (about
         # 179 million): a small file can claim a huge size and fill the memory when decoded.
-        raise UserError(f"cannot read {path}: it has more pixels than Pillow agrees to "
-                               "open (a protection against malicious files); make it smaller "
-                               "in an image editor first.") from None
+        raise UserError(f"cannot read {path}: it has more pixels than Pillow agrees to open (a "
+                        "protection against malicious files); make it smaller in an image "
+                        "editor first.") from None
     except (OSError, ValueError, SyntaxError, EOFError):
         # PIL.UnidentifiedImageError (an OSError): no format Pillow knows; OSError, ValueError
         # and the others: a truncated or corrupt file, depending on the format.
-        raise UserError(f"cannot read {path}: it is not an image that Pillow can read "
-                               "(PNG, JPEG, BMP, GIF, TIFF, WebP, ...), or the file is damaged."
-                               ) from None
+        raise UserError(f"cannot read {path}: it is not an image that Pillow can read (PNG, "
+                        "JPEG, BMP, GIF, TIFF, WebP, ...), or the file is damaged.") from None
+
+
+# %% Where a script's images come from (03_data.load_split picks one) ----------------------------
+# CIFAR-10's download, a folder of your own image files (train/ and test/, one subfolder per
+# class), or FakeData's random images; each as uint8 tensors (N, 3, 32, 32).
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+IMAGE_SIZE = 32  # every image is fed to the network as 3 x 32 x 32
+
+
+def data_source(data_dir, fake_data=False):
+    """Which source the flags pick: "fake", "folder" (train/ and test/ inside --data-dir) or
+    "cifar10" (downloaded into --data-dir)."""
+    if fake_data:
+        return "fake"
+    has = [(Path(data_dir) / split).is_dir() for split in ("train", "test")]
+    if all(has):
+        return "folder"
+    if any(has):  # half of a folder of your own images: say so, rather than try a download
+        missing, present = ("test", "train") if has[0] else ("train", "test")
+        raise UserError(f"{data_dir} has a {present}/ folder but no {missing}/ folder; "
+                               "your own images need both, each with one subfolder per class.")
+    return "cifar10"
+
+
+def download_cifar10(data_dir, train):
+    """CIFAR-10 through torchvision, downloading it (170 MB) the first time."""
+    try:
+        return datasets.CIFAR10(root=data_dir, train=train, download=True)
+    except (OSError, RuntimeError, ValueError) as error:  # no network, a broken download, ...
+        # A half-downloaded archive fails its checksum; remove it so the next try starts clean.
+        partial = Path(data_dir) / "cifar-10-python.tar.gz"
+        if partial.exists():
+            partial.unlink()
+        raise UserError(
+            f"could not download CIFAR-10 into {data_dir} ({type(error).__name__}); connect to "
+            "the internet and run again, or pass --data-dir with a folder of images (train/ and "
+            "test/ with one subfolder per class), or try everything offline with --fake-data."
+        ) from None
+
+
+def shrink(image, size=IMAGE_SIZE):
+    """A PIL image ("RGB" or "L") scaled so its shorter side is `size`, centre square kept, as a
+    uint8 tensor (3 or 1, size, size): torchvision's Resize(size) + CenterCrop(size) with Pillow
+    (each pixel within 1 of theirs). It cuts before it scales, so memory follows the output: a
+    1 x 1,000,000 strip scaled first would become 32 x 32,000,000 pixels, nearly all thrown away.
+    """
+    if image.mode not in ("RGB", "L"):
+        raise ValueError(f"shrink takes RGB or L (grayscale) images, not {image.mode}; convert "
+                         "it first (open_image reads any file as RGB)")
+    # The size the whole image would be scaled to: the shorter side `size`, the longer one in
+    # proportion, rounded down with int() as torchvision does.
+    if image.width <= image.height:
+        width, height = size, int(size * image.height / image.width)
+    else:
+        width, height = int(size * image.width / image.height), size
+    # Its centre square, and the box of the original image that square comes from.
+    left, top = round((width - size) / 2), round((height - size) / 2)
+    x_scale, y_scale = image.width / width, image.height / height
+    box = (left * x_scale, top * y_scale, (left + size) * x_scale, (top + size) * y_scale)
+    # resize(box=...) scales only that box. Bilinear resampling averages neighbouring pixels, and
+    # when Pillow shrinks an image it looks at all the pixels each new one covers, so fine detail
+    # blurs rather than flickers.
+    image = image.resize((size, size), PIL.Image.Resampling.BILINEAR, box=box)
+    # PIL and NumPy store pixels as (height, width, channels), or (height, width) for one
+    # channel; PyTorch puts the channels first.
+    pixels = torch.from_numpy(np.array(image))
+    return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+
+
+def read_image_folder(folder):
+    """Every image of an ImageFolder tree (one subfolder per class) as (images, labels, classes),
+    each image shrunk to 32x32 as it is read, so memory grows with the number of images, not their
+    pixels. open_image reads any format (08_predict.py reads your photos with it)."""
+    try:
+        # ImageFolder lists the files and names the classes (the subfolders, sorted).
+        dataset = datasets.ImageFolder(folder)
+    except (FileNotFoundError, OSError) as error:
+        raise UserError(f"could not read images from {folder}: {error}") from None
+    images, labels = [], []
+    for path, label in dataset.samples:
+        try:
+            image, _ = open_image(path)
+        except UserError as error:  # one sentence naming the file; say what to do
+            raise UserError(f"{error} Remove or replace it, and run again.") from None
+        images.append(shrink(image))
+        labels.append(label)
+    return torch.stack(images), torch.tensor(labels), tuple(dataset.classes)
+
+
+def read_fake_data(split):
+    """FakeData's random images with random labels: 1,000 for "train", 200 for "test"."""
+    size = 1000 if split == "train" else 200
+    # FakeData makes image i from the random seed i + random_offset: another offset for the test
+    # split gives other images than the training split.
+    fake = datasets.FakeData(size=size, image_size=(3, IMAGE_SIZE, IMAGE_SIZE),
+                             num_classes=len(CIFAR10_CLASSES),
+                             random_offset=0 if split == "train" else 10**6)
+    samples = [fake[i] for i in range(size)]  # (PIL image, label) pairs
+    images = np.stack([np.asarray(image) for image, _ in samples])  # (N, 32, 32, 3)
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # channels first
+    return images, torch.tensor([int(label) for _, label in samples]), CIFAR10_CLASSES
+
+
+def keep_classes(images, labels, classes, wanted):
+    """Only the images of the classes named in `wanted` (--classes), relabelled 0, 1, 2, ... in
+    the order the data lists them, so the same names always get the same numbers. Returns
+    (images, labels, classes); a name the data does not have is a UserError."""
+    unknown = [name for name in wanted if name not in classes]
+    if unknown or len(set(wanted)) < 2:
+        raise UserError(f"--classes needs two or more of the data's classes ({', '.join(classes)})"
+                        + (f"; it has no {unknown[0]!r}." if unknown else "."))
+    kept = [index for index, name in enumerate(classes) if name in wanted]
+    new_label = torch.full((len(classes),), -1, dtype=torch.long)
+    new_label[kept] = torch.arange(len(kept))
+    labels = new_label[labels]
+    chosen = labels >= 0
+    return images[chosen], labels[chosen], tuple(classes[index] for index in kept)

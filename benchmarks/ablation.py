@@ -25,8 +25,8 @@ Writes the table as JSON to --json (default outputs/ablation.json) and prints it
 Rows run one after another; on a 2-core CPU each epoch takes a little over a minute.
 """
 
-import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -107,7 +107,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                 group["nesterov"] = False
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if row == "no label smoothing" else 0.2)
     train_loader = data.InMemoryLoader(*train, args.batch_size, device, mean, std, shuffle=True,
-                                       augment=augment)
+                                       augment=augment, drop_last=True)
     if not beginner:
         # 05's schedule reads these two constants when it is made: 1.0 turns the warm-up (or
         # the decay) into a flat line at the peak. They are put back at once.
@@ -137,8 +137,14 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                            "val_accuracy": val_accuracy,
                            "lr": optimizer.param_groups[0]["lr"],
                            "seconds": time.perf_counter() - epoch_start}
-            _, best = training.record_epoch(history, row_numbers, args.epochs, best,
-                                            len(classes))
+            # 05's divergence rule: a loss ten times that of guessing means the weights blew up.
+            if not max(train_loss, val_loss) < 10 * max(1.0, math.log(len(classes))):
+                raise FloatingPointError(f"the loss rose to {max(train_loss, val_loss):.3g}")
+            for key, value in row_numbers.items():
+                history[key].append(value)
+            improved = val_accuracy > best
+            best = max(best, val_accuracy)
+            training.print_epoch(row_numbers, args.epochs, improved)
     except FloatingPointError as error:
         print(f"{row}: diverged ({error})")
         return {"row": row, "diverged": True, "seconds": time.perf_counter() - start}

@@ -5,14 +5,14 @@ What it measures, in images per second and milliseconds per batch
         (shuffled and augmented), which takes a batch out of memory, copies it to the device,
         normalises it, crops and flips it and makes it channels_last: everything that happens
         before the forward pass
-    1b. for comparison, the classic per-image pipeline of 03_data.py (sections 3-7): a Dataset
+    1b. for comparison, the classic per-image pipeline of 03_data.py (sections 4-7): a Dataset
         that makes a PIL image of each image and applies RandomCrop, RandomHorizontalFlip,
         ToTensor and Normalize to it, batched by a DataLoader
     2.  the model alone: forward, loss, backward and optimizer step on one batch that is already
         on the device, with the same loss, optimizer and bfloat16 setting as 05_train.py
     3.  the full training loop: 05_train.py's own train_one_epoch, data pipeline included
     3c. only with --compile: row 3 again with the model compiled as `05_train.py --compile`
-        compiles it (05's compile_model); compiling takes a minute or more, so it is opt-in
+        compiles it (common.compile_model); compiling takes a minute or more, so it is opt-in
 The ratio full loop / model alone says how much the data pipeline costs: at 1.3x or below, the
 model's own compute dominates and the pipeline is not the bottleneck.
 
@@ -157,7 +157,7 @@ def describe_device(device):
 def make_train_loader(train_split, batch_size, device, mean, std):
     """05_train.py's training loader: the in-memory pipeline, shuffled and augmented."""
     return data.InMemoryLoader(*train_split, batch_size, device, mean, std,
-                               shuffle=True, augment=True)
+                               shuffle=True, augment=True, drop_last=True)
 
 
 # %% 1a. The data pipeline of 05_train.py ----------------------------------------------------------
@@ -266,7 +266,7 @@ def time_full_loop(training, train_loader, device, warmup, batches, mixed_precis
 
 # %% 3c. The full training loop, compiled (--compile) ----------------------------------------------
 def time_compiled_full_loop(training, train_loader, device, warmup, batches, mixed_precision):
-    """Row 3 with the model compiled as `05_train.py --compile` compiles it (its compile_model).
+    """Row 3 with the model compiled as `05_train.py --compile` compiles it (common.compile_model).
 
     The first training batch compiles the model: it is timed on its own, as the cost a run pays
     once at its start, and then row 3's measurement runs on the compiled model.
@@ -276,7 +276,7 @@ def time_compiled_full_loop(training, train_loader, device, warmup, batches, mix
     """
     model, loss_fn, optimizer, scheduler = training
     start = time.perf_counter()
-    compiled_model = train.compile_model(model, device)
+    compiled_model = common.compile_model(model, device)
     train.train_one_epoch(compiled_model, NextBatches(endless(train_loader), 1), loss_fn,
                           optimizer, device, scheduler, mixed_precision=mixed_precision,
                           description="compiling")
@@ -317,7 +317,8 @@ def main():
     train_args = training_defaults()
     for name in ("model_size", "batch_size", "device", "seed", "no_mixed_precision"):
         setattr(train_args, name, getattr(args, name))
-    train.fill_in_batch_size_and_lr(train_args, None)  # None: a new run, not a resumed one
+    train_args.batch_size = train_args.batch_size or train.DEFAULT_BATCH_SIZE[args.model_size]
+    train_args.lr = train_args.lr or train.default_lr(train_args.batch_size)
     batch_size = train_args.batch_size
     # as in train_one_epoch: bfloat16 only on GPUs with bfloat16 tensor cores
     mixed_precision = (device.type == "cuda" and not args.no_mixed_precision

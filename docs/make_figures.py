@@ -5,6 +5,7 @@
 It runs the lessons as a reader would, each writing into a temporary folder, and keeps a small
 copy of each figure:
     03_data.py                      -> data_samples.png, data_augmentation.png
+    04_model.py                     -> model_architecture.png (04 writes it into outputs/)
     the checkpoint's history        -> training_curves.png (figures.plot_history, as 05 draws it)
     06_evaluate.py --checkpoint     -> confusion_matrix.png, mistakes.png
     08_predict.py samples/*         -> predictions.png
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,10 +33,39 @@ import figures  # noqa: E402
 FIGURES_DIR = REPO_DIR / "docs" / "figures"
 MADE_BY = {  # which script writes each figure
     "data_samples.png": "03_data.py", "data_augmentation.png": "03_data.py",
+    "model_architecture.png": "04_model.py",
     "training_curves.png": "the checkpoint's history",
     "confusion_matrix.png": "06_evaluate.py", "mistakes.png": "06_evaluate.py",
     "predictions.png": "08_predict.py",
 }
+
+
+def machine():
+    """The CPU, its cores and instructions, and the software versions, for the record."""
+    import torch
+
+    name, flags = platform.processor() or platform.machine(), []
+    with open("/proc/cpuinfo") if Path("/proc/cpuinfo").exists() else open(os.devnull) as file:
+        for line in file:  # Linux: the CPU's name and its instruction-set flags
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    # The instructions that make int8 fast (11): 8-bit multiply-adds (VNNI) and Intel's AMX.
+    try:
+        import logging
+        # torchao 0.18 with torch 2.14 logs a warning meant for its developers (as 11 hides it).
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        import torchao
+        torchao_version = torchao.__version__
+    except ImportError:
+        torchao_version = None
+    return {"cpu": name, "cores": os.cpu_count(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "int8_instructions": [flag for flag in flags if "vnni" in flag or "amx" in flag],
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torchao": torchao_version}
 
 
 def run(script, *args):
@@ -75,6 +106,8 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         made = Path(folder)
         run("03_data.py", "--data-dir", args.data_dir, "--output-dir", made)
+        run("04_model.py")  # the small model's drawing; 04 has no --output-dir
+        shutil.copy(common.OUTPUT_DIR / "model_architecture.png", made)
         figures.plot_history(history, made / "training_curves.png")
         evaluation = run("06_evaluate.py", "--checkpoint", args.checkpoint,
                          "--data-dir", args.data_dir, "--output-dir", made)
@@ -87,15 +120,19 @@ def main():
             total += size
             print(f"{FIGURES_DIR / name}: {size / 1024:.0f} KiB")
     print(f"{total / 1024:.0f} KiB in all")
+    lines = evaluation.strip().splitlines()  # 06's report, from the accuracy to the mistake
+    first = next(index for index, line in enumerate(lines) if line.startswith("Test accuracy"))
+    last = next(index for index, line in enumerate(lines) if line.startswith("Most common"))
     provenance = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": __import__("torch").__version__,
+        "machine": machine(),
+        "data_dir": str(args.data_dir),
         "data": str(checkpoint["config"].get("data")),
-        "checkpoint": {"path": str(args.checkpoint), "epoch": checkpoint["epoch"],
+        "checkpoint": {"path": str(args.checkpoint.resolve().relative_to(REPO_DIR))
+                       if args.checkpoint.resolve().is_relative_to(REPO_DIR) else
+                       str(args.checkpoint), "epoch": checkpoint["epoch"],
                        "model_size": checkpoint["config"]["model"]["size"]},
         "figures": MADE_BY,
-        "evaluation_output": evaluation.strip().splitlines()[-12:],
+        "evaluation_output": lines[first:last + 1],
     }
     text = json.dumps(provenance, indent=2)
     common.write_atomically(FIGURES_DIR / "figures.json", lambda file: file.write(text.encode()))

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import run_script_once
+from conftest import REPO_DIR, run_script_once
 
 SCRIPT = "01_tensors.py"
 
@@ -32,6 +32,19 @@ def parse_shape(text):
 def test_runs_every_section_in_order(output):
     titles = re.findall(r"^=== (\d+)\. ", output, flags=re.MULTILINE)
     assert [int(number) for number in titles] == list(range(1, 12))
+
+
+def test_ends_with_a_summary_and_the_next_lesson(output):
+    summary = output.split("=== Summary: what you just did")[1]
+    assert "(N, C, H, W)" in summary and "views" in summary
+    assert summary.rstrip().endswith("Next, 02_autograd.py: how PyTorch computes gradients.")
+
+
+def test_plumbing_is_marked_as_skippable():
+    # The setup lines before section 1 are plumbing; one comment says so where they begin.
+    source = (REPO_DIR / SCRIPT).read_text()
+    setup = source[:source.index("common.report_errors_plainly()")]
+    assert re.search(r"^# Plumbing, down to section 1, which you can skip", setup, re.MULTILINE)
 
 
 def test_help_exits_cleanly(run):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import run_script_once
+from conftest import REPO_DIR, run_script_once
 
 SCRIPT = "02_autograd.py"
 TOLERANCE = 1e-2  # how close a fitted parameter must be to the true one
@@ -84,6 +84,68 @@ def test_gradient_descent_finds_the_minimum(output):
     assert y_last == pytest.approx(-1.25, abs=1e-3)
 
 
+def descent_steps(output):
+    """{step: x} from the lines 'step N: x = X, ...' of section 7."""
+    text = section_text(output, 7)
+    return {int(step): float(x) for step, x in re.findall(
+        r"^step +(\d+): x = +(\S+), y =", text, flags=re.MULTILINE)}
+
+
+def learning_rate_table(output):
+    """{lr: the six values of x} from section 7's table of learning rates."""
+    text = section_text(output, 7)
+    return {float(lr): [float(value) for value in values.split()]
+            for lr, values in re.findall(r"^  lr +(\S+): ((?: +-?\d+\.\d+){6})  ", text,
+                                         flags=re.MULTILINE)}
+
+
+def test_every_first_step_is_printed(output):
+    # x - 0.1 * (2x + 3) from x = 2: the distance to -1.5 shrinks by 0.8 at each step.
+    steps = descent_steps(output)
+    assert list(steps)[:5] == [0, 1, 2, 3, 10]
+    for step in (1, 2, 3):
+        assert steps[step] == pytest.approx(-1.5 + 3.5 * 0.8**step, abs=1e-4)
+    assert "by 1 - 2*lr = 0.8" in output
+
+
+def test_learning_rate_one_swings_and_the_output_shows_it(run):
+    # The issue: with --lr 1.0 only even steps were printed, so x looked stuck at 2. The first
+    # steps now show the swing, and the line fits that curve more steeply blow up (to inf).
+    output = stdout_of(run, "--device", "cpu", "--lr", "1.0")
+    steps = descent_steps(output)
+    assert [steps[step] for step in (0, 1, 2, 3)] == [2.0, -5.0, 2.0, -5.0]
+    assert "by 1 - 2*lr = -1" in output
+    assert re.search(r"^step +\d+: loss inf,", section_text(output, 8), flags=re.MULTILINE)
+    assert "mean loss inf" in section_text(output, 9)
+    check_classifier(output)  # section 10's loss curves gently: it still learns
+
+
+def test_the_learning_rate_table_shows_each_regime(output):
+    # Each step multiplies x's distance from -1.5 by 1 - 2 * lr, as the comment says.
+    table = learning_rate_table(output)
+    assert list(table) == [0.1, 0.5, 0.9, 1.0, 1.1]
+    for lr, values in table.items():
+        expected = [-1.5 + 3.5 * (1 - 2 * lr) ** step for step in range(6)]
+        assert values == pytest.approx(expected, abs=0.006), lr
+    assert table[1.0] == [2.0, -5.0, 2.0, -5.0, 2.0, -5.0]  # swings forever
+    assert abs(table[1.1][-1] + 1.5) > abs(table[1.1][0] + 1.5)  # flies off
+    assert abs(table[0.9][-1] + 1.5) < abs(table[0.9][0] + 1.5)  # settles
+
+
+def test_the_docstring_tells_what_lr_1_shows():
+    # The docstring, the comment and the guide tell one story: a swing in section 7, inf in 8-9.
+    source = (REPO_DIR / SCRIPT).read_text()
+    docstring = source.split('"""')[1]
+    assert "--lr 1.0" in docstring and "swings forever" in docstring and "inf" in docstring
+    assert "explode" not in docstring
+
+
+def test_plumbing_is_marked_as_skippable():
+    source = (REPO_DIR / SCRIPT).read_text()
+    setup = source[:source.index("common.report_errors_plainly()")]
+    assert re.search(r"^# Plumbing, down to section 1, which you can skip", setup, re.MULTILINE)
+
+
 def test_autograd_matches_the_calculus(output):
     assert re.search(r"autograd's gradients equal the formulas .*: True$", output,
                      flags=re.MULTILINE)
@@ -130,6 +192,8 @@ def section_text(output, number):
 def test_runs_every_section_in_order(output):
     numbers = [int(number) for number in re.findall(r"^=== (\d+)\. ", output, flags=re.MULTILINE)]
     assert numbers == list(range(1, 11))
+    summary = output.split("=== Summary: what you just did")[1]
+    assert "dy/dx = 7" in summary and "7 steps of 05's loop" in summary
     assert output.rstrip().endswith("Next, 03_data.py: loading CIFAR-10 images in batches.")
 
 

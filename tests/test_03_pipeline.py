@@ -57,7 +57,8 @@ def pixel_values(images):
 
 
 def test_training_loader_shuffles_differently_every_epoch_and_drops_the_last_batch():
-    loader = data.InMemoryLoader(*numbered(100), 32, "cpu", MEAN, STD, shuffle=True)
+    loader = data.InMemoryLoader(*numbered(100), 32, "cpu", MEAN, STD, shuffle=True,
+                                 drop_last=True)
     assert len(loader) == 3
     epochs = []
     for _ in range(2):
@@ -85,8 +86,20 @@ def test_evaluation_loader_keeps_the_order_and_every_image_unaugmented():
     assert torch.equal(torch.cat([batch for batch, _ in loader]), data.normalize(images, MEAN, STD))
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_drop_last_is_its_own_choice_not_a_side_effect_of_shuffling(shuffle):
+    # The default keeps every image, shuffled or not: 100 = 3 x 32 + 4.
+    kept = data.InMemoryLoader(*numbered(100), 32, "cpu", MEAN, STD, shuffle=shuffle)
+    assert len(kept) == 4
+    assert sorted(torch.cat([labels for _, labels in kept]).tolist()) == list(range(100))
+    dropped = data.InMemoryLoader(*numbered(100), 32, "cpu", MEAN, STD, shuffle=shuffle,
+                                  drop_last=True)
+    assert len(dropped) == 3 and [len(labels) for _, labels in dropped] == [32, 32, 32]
+
+
 def test_training_loader_keeps_a_set_smaller_than_one_batch():
-    loader = data.InMemoryLoader(*numbered(20), 32, "cpu", MEAN, STD, shuffle=True, augment=True)
+    loader = data.InMemoryLoader(*numbered(20), 32, "cpu", MEAN, STD, shuffle=True, augment=True,
+                                 drop_last=True)
     batches = list(loader)
     assert len(batches) == 1
     assert sorted(batches[0][1].tolist()) == list(range(20))
@@ -105,12 +118,12 @@ def test_loader_augments_only_when_asked():
 
 def test_loader_pins_memory_only_for_cuda():
     images, labels = numbered(10)
-    assert not data.InMemoryLoader(images, labels, 4, "cpu", MEAN, STD).loader.pin_memory
+    assert not data.InMemoryLoader(images, labels, 4, "cpu", MEAN, STD).pin_memory
     if torch.cuda.is_available():
-        assert data.InMemoryLoader(images, labels, 4, "cuda", MEAN, STD).loader.pin_memory
+        assert data.InMemoryLoader(images, labels, 4, "cuda", MEAN, STD).pin_memory
 
 
-# ---- random_crop_and_flip ------------------------------------------------------------------------------
+# ---- random_crop_and_flip -------------------------------------------------------------------
 def shifted_and_flipped(image, padding):
     """Every crop (after reflect padding) of one image (C, H, W), unflipped and flipped."""
     _, height, width = image.shape
@@ -301,7 +314,7 @@ def test_fake_data_is_the_same_every_time(fake_splits):
 def test_load_train_and_val_splits_the_training_images(fake_splits, monkeypatch):
     # The splits loaded once above stand in for load_split, which would make them again.
     monkeypatch.setattr(data, "load_split",
-                        lambda data_dir, split, fake_data=False: fake_splits[split])
+                        lambda data_dir, split, fake_data=False, classes=None: fake_splits[split])
     train, val, classes = data.load_train_and_val(common.DATA_DIR, fake_data=True)
     assert (len(train.labels), len(val.labels)) == (900, 100)
     assert classes == data.CIFAR10_CLASSES
@@ -341,3 +354,97 @@ def test_half_an_image_folder_names_what_is_missing(present, tmp_path):
     missing = "test" if present == "train" else "train"
     with pytest.raises(common.UserError, match=f"no {missing}/ folder"):
         data.load_split(tmp_path, "train")
+
+
+# ---- random_crop_and_flip, against the per-image loop it stands for -------------------------
+def crop_and_flip_one_by_one(images, padding):
+    """What random_crop_and_flip does, written as a loop over the images: it draws the same
+    random numbers in the same order (every corner's top, every corner's left, then a coin per
+    image on the CPU), and crops and flips each image by itself."""
+    batch, _, height, width = images.shape
+    tops = torch.randint(0, 2 * padding + 1, (batch,)).tolist()
+    lefts = torch.randint(0, 2 * padding + 1, (batch,)).tolist()
+    coins = (torch.rand(batch) < 0.5).tolist()
+    padded = F.pad(images, (padding,) * 4, mode="reflect")
+    crops = []
+    for image, top, left, coin in zip(padded, tops, lefts, coins):
+        crop = image[:, top:top + height, left:left + width]
+        crops.append(crop.flip(2) if coin else crop)
+    return torch.stack(crops)
+
+
+@pytest.mark.parametrize("shape, padding, dtype", [
+    ((256, 3, 32, 32), 4, torch.float32), ((50, 1, 64, 64), 4, torch.float32),
+    ((9, 2, 16, 24), 7, torch.float64), ((20, 3, 32, 32), 4, torch.uint8),
+    ((20, 3, 32, 32), 0, torch.float32), ((5, 4, 5, 3), 2, torch.float32)])
+def test_augment_is_exactly_the_per_image_loop(shape, padding, dtype):
+    # The same seed gives the very same crops and flips as the loop. That also pins the order
+    # of the random draws, which is the one of the earlier gather-based version: a training run
+    # with the same seed gives the same numbers as before.
+    images = (torch.rand(shape) * 255).to(dtype)
+    torch.manual_seed(7)
+    augmented = data.random_crop_and_flip(images, padding=padding)
+    torch.manual_seed(7)
+    assert torch.equal(augmented, crop_and_flip_one_by_one(images, padding))
+    assert augmented.dtype == dtype and augmented.shape == images.shape
+
+
+def test_augment_without_flip_only_crops():
+    torch.manual_seed(0)
+    images = torch.rand(200, 3, 32, 32)
+    augmented = data.random_crop_and_flip(images, padding=4, flip=False)
+    for output, image in zip(augmented, images):
+        candidates = shifted_and_flipped(image, padding=4)[:81]  # the unflipped crops only
+        assert (candidates == output).flatten(1).all(dim=1).sum() == 1
+    assert torch.equal(data.random_crop_and_flip(images, padding=0, flip=False), images)
+
+
+def test_prepare_batch_gives_eval_transforms_numbers():
+    # Section 4's per-image eval_transform and the batch version agree (up to float rounding).
+    _, eval_transform = data.make_transforms(MEAN, STD)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    by_torchvision = torch.stack([eval_transform(data.to_pil(image)) for image in images])
+    assert (data.prepare_batch(images, "cpu", MEAN, STD) - by_torchvision).abs().max() < 1e-5
+
+
+# ---- InMemoryLoader in a foreign setting: one channel, 64x64, its own statistics -------------
+def test_loader_works_for_one_channel_64x64_images():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (70, 1, 64, 64), dtype=torch.uint8)
+    labels = torch.arange(70)
+    mean, std = (0.5,), (0.25,)
+    plain = data.InMemoryLoader(images, labels, 32, "cpu", mean, std)
+    batches = list(plain)
+    assert [tuple(batch.shape) for batch, _ in batches] == [(32, 1, 64, 64), (32, 1, 64, 64),
+                                                            (6, 1, 64, 64)]
+    expected = (images.float() / 255 - 0.5) / 0.25
+    assert torch.allclose(torch.cat([batch for batch, _ in batches]), expected, atol=1e-6)
+    augmented = data.InMemoryLoader(images, labels, 32, "cpu", mean, std, shuffle=True,
+                                    augment=True, padding=8, flip=False, drop_last=True)
+    for batch, batch_labels in augmented:
+        assert batch.shape == (32, 1, 64, 64)
+        for output, label in zip(batch, batch_labels):
+            source = expected[label]
+            crops = shifted_and_flipped(source, padding=8)[:17 * 17]  # unflipped only
+            assert torch.isclose(crops, output).flatten(1).all(dim=1).any()
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(mean=(0.5, 0.5, 0.5)), "1 channel"),  # three-channel statistics for grey images
+    (dict(std=(0.0,)), "std above 0"),
+    (dict(std=(-0.25,)), "std above 0"),
+    (dict(std=(2.0,)), "at most 1"),
+    (dict(mean=(float("nan"),)), "mean 0 to 1"),
+    (dict(mean=(127.5,), std=(64.0,)), r"scaled to \[0, 1\]"),
+    (dict(labels=torch.arange(69)), "one label per image"),
+    (dict(images=torch.rand(70, 1, 64, 64)), "uint8"),
+    (dict(images=torch.zeros(70, 64, 64, dtype=torch.uint8)), r"\(N, C, H, W\)"),
+    (dict(augment=True, padding=64), "padding must be from 0 to 63"),
+])
+def test_loader_refuses_misuse_when_it_is_made(change, message):
+    arguments = dict(images=torch.zeros(70, 1, 64, 64, dtype=torch.uint8), labels=torch.arange(70),
+                     batch_size=32, device="cpu", mean=(0.5,), std=(0.25,))
+    arguments.update(change)
+    with pytest.raises(ValueError, match=message):
+        data.InMemoryLoader(**arguments)

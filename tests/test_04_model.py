@@ -1,4 +1,4 @@
-"""Tests for 04_model.py: the network's shapes and parameters, its Sequential twin, and the lesson.
+"""Tests for 04_model.py: the network's shapes and parameters, a block as a Sequential, the lesson.
 
 The model is imported the way 05-08 import it (common.import_script("04_model")); the lesson is
 run as a user runs it, once per model size, and what it prints is checked against the real model.
@@ -6,6 +6,7 @@ The diagram's drawing code lives in figures.py and is tested here too.
 """
 
 import importlib.util
+import math
 import re
 import struct
 import subprocess
@@ -102,21 +103,95 @@ def test_sizes_have_the_parameter_counts_the_docs_quote():
     assert round(large / small) == 60
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_sequential_version_computes_what_cifarnet_computes(size):
+def test_build_model_keeps_its_keywords_and_defaults():
+    # 05-12 call build_model(**checkpoint["config"]["model"]), with these keys.
+    model = model_module.build_model(size="large", num_classes=7, in_channels=1)
+    assert (model.size, model.num_classes, model.in_channels) == ("large", 7, 1)
+    default = model_module.build_model()
+    assert (default.size, default.num_classes, default.in_channels) == ("small", 10, 3)
+    assert default.stem[0].in_channels == 3
+    assert set(model_module.MODEL_SIZES) == {"small", "large"}
+
+
+def test_state_dict_names_are_those_of_saved_checkpoints():
+    # Checkpoints store weights under these names; renaming an attribute would break loading.
+    norm = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    expected = ["stem.0.weight", *(f"stem.1.{name}" for name in norm)]
+    for block in range(3):
+        for index in (1, 2):
+            expected += [f"blocks.{block}.conv{index}.weight",
+                         *(f"blocks.{block}.norm{index}.{name}" for name in norm)]
+    expected.append("classifier.weight")
+    for in_channels in (3, 1):
+        model = model_module.build_model("small", in_channels=in_channels)
+        assert list(model.state_dict()) == expected
+
+
+def test_one_channel_64x64_images_train_without_edits():
+    # A grayscale 64x64 dataset with 5 classes: the network takes in_channels, and global
+    # max-pooling takes any image size of 8x8 or more.
     torch.manual_seed(0)
-    model = model_module.build_model(size)
-    sequential = model_module.build_sequential(size)
-    assert list(sequential.state_dict()) == list(model.state_dict())
+    model = model_module.build_model("small", num_classes=5, in_channels=1)
+    images, labels = torch.randn(16, 1, 64, 64), torch.arange(16) % 5
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and abs(loss.item() - math.log(5)) < 0.5
+    assert all(parameter.grad is not None and torch.isfinite(parameter.grad).all()
+               for parameter in model.parameters())
+    assert all(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
+    with torch.no_grad():
+        assert model(images).shape == (16, 5)
+        records, output = model_module.layer_by_layer(model.eval(), images)
+    assert records[0][2] == (16, 1, 64, 64) and records[-1][2] == (16, 5)
+    assert dict((name, shape) for name, _, shape in records)["blocks.2.pool"] == (16, 128, 8, 8)
+    with pytest.raises(RuntimeError):  # 3-channel images into a 1-channel network: loud
+        model(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sequential_conv_block_computes_what_convblock_computes(size):
+    torch.manual_seed(0)
+    stem_width, first_width, *_ = model_module.MODEL_SIZES[size]
+    block = model_module.ConvBlock(stem_width, first_width)
+    sequential = model_module.sequential_conv_block(stem_width, first_width)
+    features = torch.randn(2, stem_width, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(sequential(features), block(features))  # own weights
+        sequential.load_state_dict(block.state_dict())  # strict: every name matches
+        # Train mode (batch statistics) and eval mode (the loaded running averages) both agree.
+        torch.testing.assert_close(sequential(features), block(features), rtol=0, atol=1e-6)
+        block.eval()
+        sequential.eval()
+        torch.testing.assert_close(sequential(features), block(features), rtol=0, atol=1e-6)
+        assert sequential(features).shape == (2, first_width, 16, 16)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_layer_by_layer_is_forward_and_the_formula_predicts_every_size(size):
+    torch.manual_seed(0)
+    model = model_module.build_model(size).eval()
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert not torch.allclose(sequential(images), model(images))  # own weights: different
-        sequential.load_state_dict(model.state_dict())
-        # Train mode (batch statistics) and eval mode (the loaded running averages) both agree.
-        torch.testing.assert_close(sequential(images), model(images), rtol=0, atol=1e-6)
-        model.eval()
-        sequential.eval()
-        torch.testing.assert_close(sequential(images), model(images), rtol=0, atol=1e-6)
+        records, output = model_module.layer_by_layer(model, images)
+        torch.testing.assert_close(output, model(images), rtol=0, atol=0)
+    # Every leaf layer appears (the GELU of each block twice, as forward calls it twice).
+    names = [name for name, layer, _ in records if layer is not None]
+    leaves = {name for name, module in model.named_modules() if not list(module.children())}
+    assert set(names) == leaves
+    assert len(names) == len(leaves) + 3
+    # conv_output_size predicts the height of every Conv2d and MaxPool2d from the one before.
+    for (_, _, before), (_, layer, after) in zip(records, records[1:]):
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            settings = [layer.kernel_size, layer.stride, layer.padding, layer.dilation]
+            kernel, stride, padding, dilation = (value if isinstance(value, int) else value[0]
+                                                 for value in settings)
+            assert model_module.conv_output_size(before[2], kernel, stride, padding,
+                                                 dilation) == after[2]
 
 
 def test_train_and_eval_modes_differ_and_eval_is_deterministic():
@@ -141,7 +216,7 @@ def test_importing_the_module_prints_nothing(capfd):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert capfd.readouterr() == ("", "")
-    assert callable(module.build_model) and callable(module.build_sequential)
+    assert callable(module.build_model) and callable(module.sequential_conv_block)
     assert common.import_script("04_model").CifarNet.__module__ == "04_model"
 
 
@@ -159,12 +234,13 @@ def test_importing_the_module_runs_no_lesson_code():
     assert (result.stdout, result.stderr) == ("[] True\n", "")
 
 
-def test_figures_draws_the_architecture_from_a_shape_trace(tmp_path):
+def test_figures_draws_the_architecture_from_the_layer_by_layer_shapes(tmp_path):
     import figures
 
     torch.manual_seed(0)
     model = model_module.build_model("small")
-    records = model_module.trace_shapes(model, torch.randn(2, 3, 32, 32))
+    with torch.no_grad():
+        records, _ = model_module.layer_by_layer(model, torch.randn(2, 3, 32, 32))
     path = figures.draw_architecture(model, records, tmp_path / "nested" / "architecture.png")
     assert path == tmp_path / "nested" / "architecture.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -176,6 +252,18 @@ def test_lesson_runs_every_section_in_order(run, size):
     output = lesson_output(run, size)
     titles = re.findall(r"^=== (\d+)\. ", output, flags=re.MULTILINE)
     assert [int(number) for number in titles] == list(range(1, 8))
+    summary = output.split("=== Summary: what you just did")[1]
+    assert "nn.Sequential" in summary and "logits" in summary
+    assert summary.rstrip().endswith("Next, 05_train.py: the training loop that teaches this "
+                                     "network to classify images.")
+
+
+def test_plumbing_is_marked_as_skippable():
+    # The setup lines are plumbing; one comment says so where they begin.
+    source = (common.REPO_DIR / SCRIPT).read_text()
+    setup = source[:source.index("common.report_errors_plainly()")]
+    assert re.search(r"^# Plumbing, down to the building block, which you can skip", setup,
+                     re.MULTILINE)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -184,38 +272,43 @@ def test_printed_parameter_counts_are_the_models(run, size):
     table = section_text(output, 4)
     with torch.device("meta"):
         model = model_module.build_model(size)
-    rows = re.findall(r"^(\S+) +(Conv2d|BatchNorm2d|Linear) +\S+ +([\d,]+)$", table,
-                      flags=re.MULTILINE)
+    rows = re.findall(r"^(\S+) +(Conv2d|BatchNorm2d|Linear) +(\S+(?: \+ \S+)*) +([\d,]+)$",
+                      table, flags=re.MULTILINE)
     assert rows, "no per-layer rows in section 4"
-    for name, kind, printed in rows:
+    for name, kind, formula, printed in rows:
         layer = model.get_submodule(name)
         assert type(layer).__name__ == kind
         assert count(printed) == sum(p.numel() for p in layer.parameters(recurse=False)), name
+        # The formula multiplies out to the count: '32×16×3×3', '32 + 32'.
+        assert count(printed) == sum(math.prod(int(size) for size in term.split("×"))
+                                     for term in formula.split(" + ")), name
     total = sum(p.numel() for p in model.parameters())
     assert sum(count(printed) for *_, printed in rows) == total  # every parameter, once
     assert count(re.search(r"^total parameters: ([\d,]+)", table, re.MULTILINE).group(1)) == total
     assert count(re.search(r"^trainable parameters: ([\d,]+)", table, re.MULTILINE).group(1)) \
         == sum(p.numel() for p in model.parameters() if p.requires_grad)
-    for other in SIZES:  # the one-line comparison of both sizes
-        printed = re.search(rf"{other}: ([\d,]+) parameters", table).group(1)
-        assert count(printed) == parameter_count(other)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_shape_trace_covers_every_layer_from_images_to_scores(run, size):
     output = lesson_output(run, size)
     trace = section_text(output, 3)
-    rows = re.findall(r"^(\S+) +\S+ +(\([\d, ]+\))$", trace, flags=re.MULTILINE)
+    # One row per layer call: its name, its type and its output shape.
+    rows = re.findall(r"^([\w.]+) +(\w+) +(\([\d, ]+\))$", trace, flags=re.MULTILINE)
     batch_size = parse_shape(re.search(r"^\(input\) +(\(.*\))$", trace, re.MULTILINE).group(1))[0]
     with torch.device("meta"):
         model = model_module.build_model(size)
     leaves = {name for name, module in model.named_modules() if not list(module.children())}
-    assert {name for name, _ in rows} == leaves
-    shapes = dict(rows)
-    assert parse_shape(shapes["stem.0"]) == (batch_size, model_module.MODEL_SIZES[size][0], 32, 32)
-    assert parse_shape(shapes["blocks.2.pool"])[2:] == (4, 4)
-    assert parse_shape(shapes["classifier"]) == (batch_size, 10)
-    assert "the formula agrees with every Conv2d and MaxPool2d in the trace: True" in trace
+    assert {name for name, _, _ in rows} == leaves
+    for name, kind, _ in rows:
+        assert type(model.get_submodule(name)).__name__ == kind
+    shapes = {name: parse_shape(shape) for name, _, shape in rows}
+    assert shapes["stem.0"] == (batch_size, model_module.MODEL_SIZES[size][0], 32, 32)
+    assert shapes["blocks.2.pool"][2:] == (4, 4)
+    assert shapes["classifier"] == (batch_size, 10)
+    scaled = re.search(r"^\* logit_scale +(\(.*\))$", trace, re.MULTILINE).group(1)
+    assert parse_shape(scaled) == (batch_size, 10)
+    assert "the same scores as model(images): True" in trace
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -223,7 +316,7 @@ def test_lesson_shows_sequential_equal_and_modes_different(run, size):
     output = lesson_output(run, size)
     sequential = section_text(output, 2)
     assert number_after("each with its own random weights:", sequential) > 1e-3
-    assert number_after("after loading CifarNet's state_dict into it:", sequential) <= 1e-6
+    assert number_after("after loading the ConvBlock's state_dict into it:", sequential) <= 1e-6
     modes = section_text(output, 5)
     assert number_after("train() vs eval(), same images: max |difference| of the outputs",
                         modes) > 1e-3

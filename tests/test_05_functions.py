@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 from torchvision import datasets, transforms
 
 import checkpointing
@@ -49,7 +49,7 @@ def test_train_one_epoch_and_evaluate_learn_with_a_plain_dataloader():
 
 
 def test_a_per_epoch_scheduler_stays_outside():
-    # Without `scheduler=`, nothing changes the learning rate inside the epoch: a copier's
+    # Without `batch_scheduler=`, nothing changes the learning rate inside the epoch: a copier's
     # per-epoch StepLR steps once per epoch, not once per batch.
     model = tiny_grey_network()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -101,7 +101,7 @@ def test_05_06_and_08_give_the_same_answers_for_the_same_images(tmp_path):
     for number, image in enumerate(images):
         paths.append(tmp_path / f"{number}.png")
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(paths[-1])
-    read = torch.stack([data.shrink(image_files.open_image(path)[0]) for path in paths])
+    read = torch.stack([image_files.shrink(image_files.open_image(path)[0]) for path in paths])
     assert torch.equal(read, images)
     from_08 = prediction.predict(model, read, config["mean"], config["std"], "cpu")
     assert torch.allclose(from_06, from_08, atol=1e-6)
@@ -111,3 +111,81 @@ def test_05_06_and_08_give_the_same_answers_for_the_same_images(tmp_path):
     expected_loss = -from_06[torch.arange(12), labels].log().mean().item()
     assert loss == pytest.approx(expected_loss, rel=1e-5)
     assert accuracy == (from_06.argmax(dim=1) == labels).sum().item() / 12
+
+
+def loader_of(inputs, targets, batch_size=4):
+    return DataLoader(TensorDataset(inputs, targets), batch_size=batch_size)
+
+
+MISUSES = {
+    # A summed loss would be reported as the loss times the batch size (105.0 for 1.64).
+    "summed loss": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                            loader_of(torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))),
+                            nn.CrossEntropyLoss(reduction="sum"), None),
+    # A StepLR(step_size=1) stepped every batch: the lr would fall 2x per batch, not per epoch.
+    "per-epoch scheduler": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                                    loader_of(torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))),
+                                    nn.CrossEntropyLoss(), "StepLR"),
+    # Regression: "accuracy" would be the share of argmax == target over one output column.
+    "regression targets": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 1)),
+                                   loader_of(torch.randn(8, 1, 2, 2), torch.randn(8, 1)),
+                                   nn.MSELoss(), None),
+    # One-hot targets: CrossEntropyLoss accepts them, the accuracy would compare rows with ints.
+    "one-hot targets": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                                loader_of(torch.randn(8, 1, 2, 2),
+                                          nn.functional.one_hot(torch.randint(0, 3, (8,)),
+                                                                3).float()),
+                                nn.CrossEntropyLoss(), None),
+    # A summed loss written as a plain function has no `reduction` to read.
+    "summed loss function": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                                     loader_of(torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))),
+                                     lambda outputs, labels: nn.functional.cross_entropy(
+                                         outputs, labels, reduction="sum"), None),
+    # A cosine schedule planned for 2 epochs, stepped every batch, would cycle within an epoch.
+    "cosine planned in epochs": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                                         loader_of(torch.randn(16, 1, 2, 2),
+                                                   torch.randint(0, 3, (16,))),
+                                         nn.CrossEntropyLoss(), "CosineAnnealingLR"),
+    # Segmentation: one class per pixel.
+    "per-pixel targets": lambda: (nn.Conv2d(1, 3, 1), loader_of(torch.randn(8, 1, 2, 2),
+                                                                torch.randint(0, 3, (8, 2, 2))),
+                                  nn.CrossEntropyLoss(), None),
+}
+
+
+@pytest.mark.parametrize("misuse", MISUSES, ids=list(MISUSES))
+def test_what_would_be_measured_wrongly_is_refused_by_both_functions(misuse):
+    model, loader, loss_fn, scheduler = MISUSES[misuse]()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if scheduler == "StepLR":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    elif scheduler == "CosineAnnealingLR":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    with pytest.raises(ValueError) as error:
+        training.train_one_epoch(model, loader, loss_fn, optimizer, "cpu", scheduler)
+    # Refused before anything changed: no step of the weights or of the schedule.
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    assert "classifier" in str(error.value) or "mean" in str(error.value) or \
+        "planned in epochs" in str(error.value)
+    if scheduler is None:
+        with pytest.raises(ValueError):
+            training.evaluate(model, loader, loss_fn, "cpu")
+
+
+def test_evaluate_refuses_a_loader_that_skips_images_and_a_nan_loss():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    images, labels = torch.randn(10, 1, 2, 2), torch.randint(0, 3, (10,))
+    dropping = DataLoader(TensorDataset(images, labels), batch_size=4, drop_last=True)
+    with pytest.raises(ValueError, match="every image"):
+        training.evaluate(model, dropping, nn.CrossEntropyLoss(), "cpu")
+    # The same drop, asked of the DataLoader's batch sampler rather than of the DataLoader.
+    sampler = BatchSampler(SequentialSampler(range(10)), batch_size=4, drop_last=True)
+    with pytest.raises(ValueError, match="every image"):
+        training.evaluate(model, DataLoader(TensorDataset(images, labels), batch_sampler=sampler),
+                          nn.CrossEntropyLoss(), "cpu")
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError):
+        training.evaluate(model, loader_of(images, labels), nn.CrossEntropyLoss(), "cpu")

@@ -252,11 +252,11 @@ def test_fake_data_run_writes_checkpoints_history_and_plot(fake_run):
     # Exactly the two checkpoints: no temporary file from the atomic save is left behind.
     # (.lock is the folder's lock file, kept on purpose: see checkpointing.lock_folder.)
     assert sorted(path.name for path in fake_run.checkpoint_dir.iterdir()) == [
-        ".lock", "best.pt", "last.pt"]
-    assert (fake_run.output_dir / "history.json").is_file()
-    plot = fake_run.output_dir / "training_curves.png"
+        ".lock", "best.pt", "history.json", "last.pt"]
+    plot = fake_run.output_dir / "training_curves.png"  # --output-dir: the plot only
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
-    for path in (fake_run.checkpoint_dir / "last.pt", fake_run.output_dir / "history.json", plot):
+    for path in (fake_run.checkpoint_dir / "last.pt", fake_run.checkpoint_dir / "history.json",
+                 plot):
         assert str(path) in fake_run.result.stdout, f"{path} is written but its path not printed"
 
 
@@ -264,7 +264,8 @@ def test_checkpoint_holds_what_the_later_scripts_need(fake_run):
     checkpoint = checkpointing.load_checkpoint(fake_run.checkpoint_dir / "last.pt")
     assert checkpoint["epoch"] == 1
     config = checkpoint["config"]
-    assert config["model"] == {"size": "small", "num_classes": 10}
+    assert config["model"] == {"size": "small", "num_classes": 10, "in_channels": 3}
+    assert config["image_size"] == 32 and checkpoint["kind"] == checkpointing.CLASSIFIER_KIND
     assert config["classes"] == list(data.CIFAR10_CLASSES)
     assert config["data"] == "fake"
     for statistic in (config["mean"], config["std"]):  # of the fake images, for 06-08
@@ -276,7 +277,7 @@ def test_checkpoint_holds_what_the_later_scripts_need(fake_run):
     for key in ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                 "seconds"):
         assert len(history[key]) == 1, key
-    assert json.loads((fake_run.output_dir / "history.json").read_text()) == history
+    assert json.loads((fake_run.checkpoint_dir / "history.json").read_text()) == history
     model = checkpointing.model_from_checkpoint(checkpoint)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
@@ -330,7 +331,7 @@ def test_resume_keeps_the_history_and_adds_the_new_epoch(easy_run, resumed_run):
         assert after[key][:2] == values, key
     assert np.isfinite(after["train_loss"][2])
     assert checkpointing.load_checkpoint(resumed_run.checkpoint_dir / "last.pt")["epoch"] == 3
-    saved = json.loads((resumed_run.output_dir / "history.json").read_text())
+    saved = json.loads((resumed_run.checkpoint_dir / "history.json").read_text())
     assert saved == after
 
 
@@ -392,7 +393,7 @@ def checkpoint_weight_names(path):
 
 
 def test_compiled_model_names_its_weights_with_a_prefix():
-    # Why compile_model's docstring says to save the original model: the wrapper's state_dict
+    # Why common.compile_model's docstring says to save the original model: the wrapper's state_dict
     # names every weight "_orig_mod.<name>". (torch.compile only wraps here; nothing compiles
     # until the wrapper is called.)
     model = load_script(SCRIPT).models.build_model("small", num_classes=10)
@@ -450,3 +451,40 @@ def test_compiled_run_writes_checkpoints_that_06_evaluates(tmp_path):
                             checkpoint_dir / "best.pt", "--output-dir", tmp_path / "evaluation")
     assert_ok(evaluation)
     assert "Test accuracy on 200 images" in evaluation.stdout
+
+
+# ---- --classes: training and evaluating on some of the data's classes ------------------------
+def test_classes_trains_on_those_only_and_06_needs_the_same(easy_run, tmp_path, capsys,
+                                                            monkeypatch):
+    checkpoint_dir = tmp_path / "checkpoints"
+    result = run_in_process(SCRIPT, *easy_run.data_args, "--classes", "red,blue", "--epochs", 1,
+                            "--batch-size", 10, "--device", "cpu", "--checkpoint-dir",
+                            checkpoint_dir, capsys=capsys, monkeypatch=monkeypatch)
+    assert_ok(result)
+    assert "Data: 90 training and 10 validation images, 2 classes" in result.stdout
+    config = checkpointing.load_checkpoint(checkpoint_dir / "best.pt")["config"]
+    assert config["classes"] == ["blue", "red"]  # in the data's order, whatever the flag's
+    evaluate = ["06_evaluate.py", *easy_run.data_args, "--device", "cpu", "--checkpoint",
+                checkpoint_dir / "best.pt", "--output-dir", tmp_path / "evaluation"]
+    refused = run_in_process(*evaluate, capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(refused, "add --classes blue,red")
+    evaluated = run_in_process(*evaluate, "--classes", "blue,red", capsys=capsys,
+                               monkeypatch=monkeypatch)
+    assert_ok(evaluated)
+    assert "Test accuracy on 20 images" in evaluated.stdout
+
+
+@pytest.mark.parametrize("names, problem", [("red,purple", "no 'purple'"),
+                                            ("red,red", "red is named twice")])
+def test_classes_the_data_does_not_have_is_one_sentence(names, problem, easy_run, tmp_path,
+                                                        capsys, monkeypatch):
+    result = run_in_process(SCRIPT, *easy_run.data_args, "--classes", names, "--device", "cpu",
+                            "--checkpoint-dir", tmp_path / "checkpoints", capsys=capsys,
+                            monkeypatch=monkeypatch)
+    if names == "red,red":  # refused by the flag's own check: argparse's usage, then one line
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"--classes: {problem}" in result.stderr.strip().splitlines()[-1]
+    else:
+        assert_refused(result, "--classes", problem)
+    assert not (tmp_path / "checkpoints").exists() or not list(
+        (tmp_path / "checkpoints").glob("*.pt"))

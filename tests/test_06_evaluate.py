@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import common
+from conftest import REPO_DIR
 
 data = common.import_script("03_data")
 from test_05_train import (EASY_COLOURS, PNG_SIGNATURE, assert_ok, assert_refused, finish,
@@ -89,6 +90,25 @@ def test_numbers_agree_with_each_other_and_with_the_printout(fake_evaluation):
     assert results["epoch"] == 1 and results["model_size"] == "small" and results["data"] == "fake"
 
 
+def test_ends_with_a_summary_and_the_next_lessons(fake_evaluation):
+    output = fake_evaluation.result.stdout
+    summary = output.split("=== Summary: what you just did")[1]
+    assert "confusion matrix" in summary and "test-time augmentation" in summary
+    # 07 and 08 are told the checkpoint just evaluated (here not their default one).
+    flag = f"--checkpoint {fake_evaluation.checkpoint_dir / 'best.pt'}"
+    assert f"Next: python 07_save_load.py {flag} (" in summary
+    assert summary.rstrip().endswith(f"python 08_predict.py samples/* {flag}")
+
+
+def test_plumbing_is_marked_as_skippable():
+    source = (REPO_DIR / SCRIPT).read_text()
+    assert re.search(r"^# %% Plumbing, which you can skip: the command-line flags", source,
+                     re.MULTILINE)
+    main = source[source.index("def main():"):]
+    assert re.search(r"^    # Plumbing, down to the test images, which you can skip",
+                     main[:main.index("args = parse_args()")], re.MULTILINE)
+
+
 # ---- A model that learned: high test accuracy ---------------------------------------------------
 def test_reports_high_accuracy_for_a_model_that_learned(easy_evaluation):
     results = results_of(easy_evaluation)
@@ -114,6 +134,20 @@ def test_without_a_checkpoint_says_to_train_first(tmp_path, capsys, monkeypatch)
                             tmp_path / "outputs", capsys=capsys, monkeypatch=monkeypatch)
     assert_refused(result, "05_train.py")
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_dir_that_is_a_file_is_refused_before_any_work(
+        fake_evaluation, tmp_path, capsys, monkeypatch, where):
+    # The figures and numbers are written at the end; the folder is checked at the start.
+    (tmp_path / "taken").write_text("a file where the folder should be\n")
+    output_dir = tmp_path / "taken" if where == "a file" else tmp_path / "taken" / "outputs"
+    result = run_in_process(SCRIPT, "--fake-data", "--device", "cpu", "--checkpoint",
+                            fake_evaluation.checkpoint_dir / "best.pt", "--output-dir",
+                            output_dir, capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, str(tmp_path / "taken"), "is a file", "--output-dir")
+    assert "Test accuracy" not in result.stdout  # refused before the evaluation, not after it
+    assert [path.name for path in tmp_path.iterdir()] == ["taken"]
 
 
 def test_dry_run_writes_no_files(fake_evaluation, tmp_path, capsys, monkeypatch):

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import checkpointing
-import common
 from conftest import REPO_DIR, make_checkpoint
 
 SCRIPT = "07_save_load.py"
@@ -125,6 +124,41 @@ def test_resume_goes_on_from_the_next_epoch(output):
     # The test checkpoint was saved after epoch 1 of 2, of two steps each: at step 2 of 4.
     assert re.search(r"the next epoch is 2 of 2, the learning rate goes on from \S+ "
                      r"\(step 2 of 4\)", output)
+
+
+def test_the_scheduler_state_is_explained_not_dumped(output):
+    # What a learner needs (the step count, the learning rate now, the peak, why the function is
+    # None), each with its meaning; not the raw dict with PyTorch's bookkeeping in it.
+    assert "_get_lr_called_within_step" not in output
+    assert re.search(r"^    last_epoch: 2 \(scheduler\.step\(\) calls so far", output, re.MULTILINE)
+    assert re.search(r"^    base_lrs: \[0\.05, 0\.05\] \(each group's peak", output, re.MULTILINE)
+    last_lr = re.search(r"^    _last_lr: \[(\S+), (\S+)\] \(each group's learning rate now\)",
+                        output, re.MULTILINE)
+    assert last_lr and float(last_lr.group(1)) == pytest.approx(
+        float(re.search(r"group 0: .*?lr=(\S+),", output).group(1)), rel=1e-3)
+    assert re.search(r"^    lr_lambdas: \[None, None\] \(the schedule's function: code, which is "
+                     r"not saved\)", output, re.MULTILINE)
+
+
+def test_export_from_a_batch_of_one_fails_as_the_lesson_says(output, workspace):
+    # The lesson shows the error instead of claiming a silent assumption...
+    assert "exporting from an example batch of 1 fails: Constraints violated (batch)!" in output
+    # ...and it is what torch.export really does with that example and that Dim.
+    checkpoint = checkpointing.load_checkpoint(workspace / "best.pt")
+    model = checkpointing.model_from_checkpoint(checkpoint).float().eval()
+    batch = torch.export.Dim("batch", min=1)
+    with pytest.raises(Exception, match=r"Constraints violated \(batch\)"):
+        torch.export.export(model, (torch.randn(1, 3, 32, 32),), dynamic_shapes=({0: batch},))
+
+
+def test_plumbing_is_marked_and_a_summary_ends_it(output):
+    source = (REPO_DIR / SCRIPT).read_text()
+    setup = source[:source.index("common.report_errors_plainly()")]
+    assert re.search(r"^# Plumbing, down to section 1, which you can skip", setup, re.MULTILINE)
+    summary = output.split("=== Summary: what you just did")[1]
+    assert "state_dict" in summary and "weights_only=True" in summary and "torch.export" in summary
+    assert summary.rstrip().endswith("Next, 08_predict.py: classify your own images with the "
+                                     "trained model.")
 
 
 def test_missing_checkpoint_is_one_sentence(run, tmp_path):

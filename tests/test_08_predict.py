@@ -1,8 +1,11 @@
 """Tests for 08_predict.py: images of any size and mode are classified, bad files are reported
 one sentence each without stopping the others, a missing checkpoint or an --output-dir that
-cannot be written is one sentence, and the figure is never left half-written.
+cannot be written is one sentence, and the figure is never left half-written. The network is fed
+what its checkpoint says it was trained on (a 64x64 grayscale model gets 64x64 grayscale images),
+and a hand-edited checkpoint is one sentence.
 
-How files are read (modes, bit depths, reduced decoding) is tested in test_images.py."""
+How files are read (modes, bit depths, reduced decoding, long strips, named pipes) is tested in
+test_images.py; 03's shrink in test_03_shrink.py."""
 
 import importlib.util
 import os
@@ -17,6 +20,7 @@ from PIL import Image, ImageDraw
 
 import checkpointing
 import common
+import image_files
 from conftest import REPO_DIR, make_checkpoint
 
 data = common.import_script("03_data")
@@ -58,7 +62,7 @@ def predictions(stdout):
     results = {}
     for block in stdout.split("\n\n"):
         lines = block.strip().splitlines()
-        if not lines or not re.match(r"^\S.*  \(.* -> 32x32\)$", lines[0]):
+        if not lines or not re.match(r"^\S.*  \(.* -> \d+x\d+( grayscale)?\)$", lines[0]):
             continue
         path = lines[0].split("  (")[0]
         rows = [re.match(r"^\s+\d+\. (\S+)\s+([\d.]+)%", line) for line in lines[1:]]
@@ -143,30 +147,6 @@ def test_sample_images_run_with_the_checkpoints_classes(run, workspace, tmp_path
     for ranking in results.values():
         check_ranking(ranking, classes=classes, top=len(classes))
         assert sum(value for _, value in ranking) == pytest.approx(1, abs=0.003)
-
-
-def test_shrink_keeps_the_centre_of_a_wide_image(predict_module):
-    # 1000x700: the shorter side becomes 32, the width 45, and 6-7 columns are cut off on each
-    # side, which is about 150 pixels of the original: red bands 100 pixels wide disappear.
-    image = Image.new("RGB", (1000, 700), (0, 0, 255))
-    ImageDraw.Draw(image).rectangle((0, 0, 99, 699), fill=(255, 0, 0))
-    ImageDraw.Draw(image).rectangle((900, 0, 999, 699), fill=(255, 0, 0))
-    tensor = data.shrink(image)
-    assert tensor.shape == (3, 32, 32) and tensor.dtype == torch.uint8
-    assert tensor[0].max() < 10 and tensor[2].min() > 245  # only the blue middle is left
-
-
-def test_shrink_is_torchvisions_resize_and_center_crop(predict_module):
-    # The images of a --data-dir folder are resized with torchvision for training (common.py);
-    # 08 does it with Pillow alone, and must give the very same pixels.
-    from torchvision import transforms
-
-    reference = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32),
-                                    transforms.PILToTensor()])
-    rng = np.random.default_rng(0)
-    for width, height in [(1000, 700), (700, 1000), (33, 32), (32, 32), (45, 1000), (99, 101)]:
-        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        assert torch.equal(data.shrink(image), reference(image)), (width, height)
 
 
 def test_an_image_gets_the_same_answer_alone_or_in_a_batch(predict_module, workspace):
@@ -256,3 +236,169 @@ def test_wildcards_match_files_and_a_file_named_like_a_pattern_stays_itself(pred
     assert expand([str(tmp_path / "photo[1].png")]) == [str(tmp_path / "photo[1].png")]
     # A pattern that matches nothing is kept, so that reading it says there is no such file.
     assert expand([str(tmp_path / "*.gif"), "x.jpg"]) == [str(tmp_path / "*.gif"), "x.jpg"]
+
+
+# ---- What the checkpoint says the network takes --------------------------------------------
+def make_grayscale_checkpoint(path):
+    """A checkpoint laid out as 05_train.py writes one for a small CifarNet trained on 64x64
+    grayscale images (1 channel, 3 classes), with random weights: no training needed to check
+    what it is fed. So that images get distinct answers, batch-norm's statistics are those of
+    one batch of random images, and the classifier's weights are scaled up."""
+    torch.manual_seed(0)
+    classes = ["circle", "square", "triangle"]
+    model = common.import_script("04_model").build_model("small", num_classes=3, in_channels=1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # the running statistics: the average over all batches seen
+    with torch.no_grad():
+        model(torch.randn(32, 1, 64, 64))  # in training mode: batch-norm records statistics
+        model.classifier.weight.mul_(10)
+    checkpoint = {
+        "model": model.state_dict(), "epoch": 1, "best_val_accuracy": 0.5,
+        "config": {"model": {"size": "small", "num_classes": 3, "in_channels": 1},
+                   "classes": classes, "mean": [0.45], "std": [0.22], "image_size": 64,
+                   "data": "folder"},
+    }
+    checkpointing.save_checkpoint(checkpoint, path)
+    return checkpoint
+
+
+def run_main(predict_module, monkeypatch, *args):
+    """08's main() in this process, with `args` as its command line (no time spent starting
+    Python and importing torch again)."""
+    monkeypatch.setattr(sys, "argv", ["08_predict.py", *map(str, args), "--device", "cpu"])
+    predict_module.main()
+
+
+def test_a_64x64_grayscale_model_is_fed_64x64_grayscale_images(predict_module, monkeypatch,
+                                                              tmp_path, capsys):
+    checkpoint = make_grayscale_checkpoint(tmp_path / "gray.pt")
+    # Checkerboards with squares of 1 pixel at 64x64, and of 4 at 128x128 (2 once at 64x64):
+    # shrinking either to 32x32 would average the squares away.
+    def checkerboard(side, square):
+        return (np.indices((side, side)) // square).sum(axis=0) % 2 == 1
+
+    gray = Image.fromarray(checkerboard(64, 1).astype(np.uint8) * 255)  # 64x64, as trained
+    gray.save(tmp_path / "gray.png")
+    colours = np.where(checkerboard(128, 4)[..., None], [250, 220, 40], [20, 30, 120])
+    colour = Image.fromarray(colours.astype(np.uint8))  # yellow and dark blue: light and dark
+    colour.save(tmp_path / "colour.png")
+    run_main(predict_module, monkeypatch, tmp_path / "gray.png", tmp_path / "colour.png",
+             "--checkpoint", tmp_path / "gray.pt", "--output-dir", tmp_path)
+    stdout = capsys.readouterr().out
+    assert "3 classes, 64x64 grayscale images" in stdout
+    assert "PNG, 128x128 RGB -> 64x64 grayscale" in stdout
+    printed = predictions(stdout)
+    assert (tmp_path / "predictions.png").is_file()  # one channel, drawn as three
+
+    # What the network should get: the 64x64 gray values themselves, and the colour image's
+    # brightness (Pillow's convert("L")) scaled to 64x64; not the 32x32 of CIFAR-10.
+    model = checkpointing.model_from_checkpoint(checkpoint)
+    mean, std = checkpoint["config"]["mean"], checkpoint["config"]["std"]
+    expected = torch.stack([torch.from_numpy(np.array(image.convert("L").resize((64, 64),
+                                                      Image.Resampling.BILINEAR)))[None]
+                            for image in (gray, colour)])
+    at_64 = predict_module.predict(model, expected, mean, std, "cpu")
+    at_32 = predict_module.predict(model, torch.stack([image_files.shrink(image.convert("L"), 32)
+                                                       for image in (gray, colour)]),
+                                   mean, std, "cpu")
+    for name, right, wrong in zip(("gray.png", "colour.png"), at_64, at_32):
+        ranking = printed[str(tmp_path / name)]
+        check_ranking(ranking, classes=checkpoint["config"]["classes"])
+        values, indices = right.sort(descending=True)
+        assert [classes for classes, _ in ranking] == [
+            checkpoint["config"]["classes"][index] for index in indices.tolist()]
+        assert [value for _, value in ranking] == pytest.approx(values.tolist(), abs=0.0006)
+        assert (right - wrong).abs().max() > 0.05  # so 32x32 inputs would have shown
+
+
+def test_read_images_gives_the_networks_input(predict_module, workspace):
+    loaded, failed = predict_module.read_images([workspace / "disc.png"], 64, "L")
+    [(path, description, preview, tensor)] = loaded
+    assert failed == 0 and description == "PNG, 1000x700 RGBA"
+    assert tensor.shape == (1, 64, 64) and tensor.dtype == torch.uint8
+    assert preview.mode == "RGB"  # what the figure draws (a grayscale one in gray)
+    loaded, _ = predict_module.read_images([workspace / "disc.png"], 32, "RGB")  # CIFAR-10's
+    assert loaded[0][3].shape == (3, 32, 32)
+    with pytest.raises(TypeError):  # no default size or mode: a copier cannot forget them
+        predict_module.read_images([workspace / "disc.png"])
+
+
+def edited(checkpoint, what):
+    """A copy of `checkpoint` with one hand edit."""
+    checkpoint = {**checkpoint, "config": dict(checkpoint["config"]),
+                  "model": dict(checkpoint["model"])}
+    config = checkpoint["config"]
+    if what == "class names as numbers":
+        config["classes"] = list(range(10))
+    elif what == "a mean of 1 value":
+        config["mean"], config["std"] = [0.5], [0.25]
+    elif what == "a mean of 4 values":
+        config["mean"], config["std"] = [0.5] * 4, [0.25] * 4
+    elif what == "a std of 0":
+        config["std"] = [0.0, 0.0, 0.0]
+    elif what == "NaN weights":
+        checkpoint["model"]["classifier.weight"] = torch.full_like(
+            checkpoint["model"]["classifier.weight"], float("nan"))
+    elif what == "an image_size of 2.5":
+        config["image_size"] = 2.5
+    return checkpoint
+
+
+EDITS = ["class names as numbers", "a mean of 1 value", "a mean of 4 values", "a std of 0",
+         "NaN weights", "an image_size of 2.5"]
+
+
+@pytest.mark.parametrize("checked_on_loading", [True, False])
+@pytest.mark.parametrize("what", EDITS)
+def test_a_hand_edited_checkpoint_is_one_sentence(predict_module, workspace, monkeypatch,
+                                                  tmp_path, capsys, what, checked_on_loading):
+    # checkpointing.load_checkpoint refuses what it knows to be wrong; 08 must also stand on its
+    # own (checked_on_loading=False: the file is loaded with no checks at all).
+    import figures
+
+    checkpoint = torch.load(workspace / "best.pt", weights_only=True)
+    checkpointing.save_checkpoint(edited(checkpoint, what), tmp_path / "edited.pt")
+    if not checked_on_loading:
+        monkeypatch.setattr(checkpointing, "load_checkpoint",
+                            lambda path, device: torch.load(path, weights_only=True))
+    monkeypatch.setattr(figures, "plot_predictions", lambda *args: tmp_path / "figure.png")
+    try:
+        run_main(predict_module, monkeypatch, workspace / "disc.png", "--checkpoint",
+                 tmp_path / "edited.pt", "--output-dir", tmp_path)
+    except common.UserError as error:
+        assert "\n" not in str(error) and str(error).endswith(".")
+        assert predictions(capsys.readouterr().out) == {}  # no made-up probabilities
+    else:
+        # Numbers for class names can only be refused by the loader; 08 shows them as they are.
+        assert what == "class names as numbers"
+        assert [name for name, _ in predictions(capsys.readouterr().out)[
+            str(workspace / "disc.png")]] != []
+
+
+# ---- Files that are no images --------------------------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a Unix thing")
+def test_a_named_pipe_is_refused_at_once(run, workspace, tmp_path):
+    # Reading a named pipe waits until something writes into it: before the check, forever.
+    os.mkfifo(tmp_path / "pipe")
+    result = run(SCRIPT, tmp_path / "pipe", workspace / "disc.png", "--checkpoint",
+                 workspace / "best.pt", "--device", "cpu", "--output-dir", tmp_path, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pipe" in lines[0] and "not a regular file" in lines[0]
+    assert len(predictions(result.stdout)) == 1  # the image after it was still classified
+
+
+def test_a_long_strip_reaches_shrink_as_its_middle(predict_module, monkeypatch, tmp_path):
+    # 1 x 1,000,000 pixels, 2 KB as a PNG: scaled whole to 32 wide, it took 6 GB. What
+    # open_image hands on (and shrink and the preview get) is its middle, 1 x 16 pixels.
+    Image.new("L", (1, 1_000_000), 128).save(tmp_path / "strip.png")
+    sizes = []
+    shrink = image_files.shrink
+    monkeypatch.setattr(image_files, "shrink", lambda image, size: sizes.append(image.size)
+                        or shrink(image, size))
+    loaded, failed = predict_module.read_images([tmp_path / "strip.png"], 32, "RGB")
+    assert failed == 0 and sizes == [(1, 16)]
+    [(_, description, preview, tensor)] = loaded
+    assert description == "PNG, 1x1000000 L"
+    assert preview.size == (1, 16) and torch.all(tensor == 128) and tensor.shape == (3, 32, 32)

@@ -7,9 +7,12 @@ torch.distributed.run` is torchrun, run by the interpreter of this test session 
 
 import functools
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,8 @@ def runs(tmp_path_factory):
                                     "--checkpoint-dir", root / "diverging",
                                     "--output-dir", root / "diverging"),
         "alone": start(sys.executable, REPO_DIR / SCRIPT, "--fake-data", "--dry-run"),
+        "bad flag": start_torchrun(2, *common_args, "--epochs", 0),
+        "odd batch": start_torchrun(2, *common_args, "--dry-run", "--batch-size", 3),
     }
     finished = {key: finish(run) for key, run in started.items()}
     return root, finished
@@ -202,3 +207,48 @@ def test_its_checkpoint_loads_in_06_evaluate(runs, capsys, monkeypatch):
                             capsys=capsys, monkeypatch=monkeypatch)
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout.lower()
+
+
+def test_a_bad_flag_is_said_once_not_once_per_process(runs):
+    status, output = runs[1]["bad flag"]
+    assert status != 0
+    assert output.count("usage:") == 1 and output.count("--epochs: must be 1 or more") == 1, output
+
+
+def test_a_mistake_every_process_meets_is_said_once(runs):
+    status, output = runs[1]["odd batch"]
+    assert status == 1
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "must split evenly" in errors[0], output
+    assert "Traceback" not in output.split("Error: ")[0]
+
+
+def test_a_killed_process_is_one_sentence_and_the_resume_command(tmp_path):
+    """kill -9 of one worker in the middle of a run: the other says what happened and how to go
+    on from the last saved epoch (torchrun then adds its report)."""
+    checkpoint_dir = tmp_path / "checkpoints"
+    process, output = start_torchrun(2, "--fake-data", "--device", "cpu", "--epochs", 50,
+                                     "--batch-size", 32, "--checkpoint-dir", checkpoint_dir)
+    try:
+        deadline = time.monotonic() + 180
+        while not (checkpoint_dir / "last.pt").exists():
+            assert time.monotonic() < deadline and process.poll() is None, "no epoch was saved"
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(workers) == 2, workers
+        # Kill rank 1 (torchrun tells each worker its RANK in its environment), so that rank 0,
+        # the one that writes, is the one left to explain.
+        rank_1 = next(pid for pid in workers
+                      if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes())
+        os.kill(int(rank_1), signal.SIGKILL)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    output.seek(0)
+    text = output.read()
+    assert process.returncode != 0
+    assert "Another process of this run stopped" in text, text
+    assert re.search(r"holds the \d+ finished epoch\(s\); continue with:\n  torchrun "
+                     r".*--resume", text), text
+    assert "[rank0]: Traceback" not in text, text

@@ -46,6 +46,8 @@ def defined_flags(script):
 def command_problems(command):
     """What is wrong with one shell command that runs a script of this repository."""
     words = command.split()
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # OMP_NUM_THREADS=1 python ...
+        words.pop(0)
     scripts = [word for word in words if word.endswith(".py")]
     if not words or words[0] not in ("python", "torchrun") or not scripts:
         return []  # pip, python -m venv, python -c ...: not ours to check
@@ -169,6 +171,32 @@ def test_every_quoted_block_is_still_in_its_script(guide):
     assert quote_problems(guide) == []
 
 
+def script_sections(text):
+    """{script: the text of its section} for every heading that names a numbered script."""
+    parts = re.split(r"^(#{2,3} .+)$", prose_with_fences(text), flags=re.MULTILINE)
+    sections = {}
+    for heading, body in zip(parts[1::2], parts[2::2]):
+        match = re.search(r"\((\d\d_\w+\.py)\)", heading)
+        if match:
+            sections[match.group(1)] = body
+    return sections
+
+
+def prose_with_fences(text):
+    """The text with every fenced block's lines indented, so that a # inside one is no heading."""
+    return FENCE.sub(lambda match: "\n".join("    " + line
+                                             for line in match.group(0).splitlines()), text)
+
+
+def test_every_script_has_a_section_with_a_command_code_output_and_a_try(guide):
+    sections = script_sections(guide)
+    scripts = sorted(path.name for path in REPO_DIR.glob("[0-9][0-9]_*.py"))
+    assert sorted(sections) == scripts  # 01-12, one section each
+    for script, body in sections.items():
+        for needed in ("```bash", "```python", "```text", "**Try:**"):
+            assert needed in body.replace("    ```", "```"), f"{script}: no {needed}"
+
+
 def test_it_has_the_three_diagrams(guide):
     diagrams = code_blocks(guide, "mermaid")
     assert len(diagrams) >= 3
@@ -185,6 +213,18 @@ def test_readme_links_to_it_and_shows_two_figures():
     assert link_problems(readme) == []
 
 
+def test_readme_commands_are_real_and_print_the_transfer_experiment():
+    commands = shell_commands(README.read_text())
+    assert [problem for command in commands for problem in command_problems(command)] == []
+    # The transfer table is reproduced by two printed commands: 05 on five classes, 09 on the
+    # five others from its checkpoint.
+    train = [c for c in commands if "05_train.py" in c and "--classes" in c]
+    transfer = [c for c in commands if "09_transfer_learning.py" in c and "--compare" in c]
+    assert train and transfer
+    checkpoint_dir = train[0].split("--checkpoint-dir")[1].split()[0]
+    assert f"--backbone {checkpoint_dir}/best.pt" in transfer[0]
+
+
 # ---- The checks find what they are for --------------------------------------------------------
 def test_a_quote_that_was_edited_in_the_script_is_found():
     edited = "```python\n# 05_train.py\n        optimizer.zero_grad(set_to_none=False)\n```\n"
@@ -198,6 +238,7 @@ def test_a_quote_that_was_edited_in_the_script_is_found():
 
 def test_a_missing_script_flag_image_or_file_is_found():
     assert command_problems("python 13_missing.py")
+    assert command_problems("OMP_NUM_THREADS=1 python 09_transfer_learning.py --nope")
     assert command_problems("python 05_train.py --epochs 3 --learning-rate 0.1")
     assert command_problems("torchrun --standalone --nproc_per_node=2 12_distributed.py --nope")
     assert not command_problems("torchrun --standalone --nproc_per_node=2 12_distributed.py "

@@ -13,3 +13,22 @@ def test_help_shows_defaults_but_not_none():
     assert "passes over the data (default: 10)" in text
     assert "random seed, for repeatable runs (default: 0)" in text
     assert "images per batch (default: chosen by the script; see above)" in text
+
+
+def flag_error(parser, *words, capsys):
+    """The one line argparse prints for a refused flag (it exits with status 2)."""
+    try:
+        parser.parse_args(list(words))
+    except SystemExit as exit:
+        assert exit.code == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+    raise AssertionError(f"{words} were accepted")
+
+
+def test_flags_out_of_range_are_one_line_each(capsys):
+    parser = common.make_data_parser("A script.")
+    # NumPy's seed stops at 2**32 - 1, and the scripts add the epoch to it.
+    assert "must be below 2**31" in flag_error(parser, "--seed", str(2 ** 32), capsys=capsys)
+    assert parser.parse_args(["--seed", str(2 ** 31 - 1)]).seed == 2 ** 31 - 1
+    assert "cat is named twice" in flag_error(parser, "--classes", "cat,dog,cat", capsys=capsys)
+    assert parser.parse_args(["--classes", "cat,dog"]).classes == ("cat", "dog")

@@ -1,6 +1,11 @@
-"""Tests for 03_image_files.open_image, the one function that reads image files for training (a folder)
-and prediction (08_predict.py): any mode is scaled to 8-bit RGB correctly, a large image is
-decoded at a reduced size, and a bad file in a training folder is one sentence that names it."""
+"""Tests for image_files.open_image, the one function that reads image files for training (a
+folder) and prediction (08_predict.py): any mode is scaled to 8-bit RGB or grayscale correctly, a
+large image is decoded at a reduced size, a long strip is cut to its middle (what it returns has
+at most about a million pixels, whatever the file), and a bad file (in a training folder too) or
+one that is not a regular file is one sentence that names it."""
+
+import os
+import sys
 
 import numpy as np
 import PIL.Image
@@ -26,7 +31,7 @@ def pattern(height=40, width=60):
 def read(path):
     """What the network gets from a file: open_image, then 03's shrink to 3x32x32."""
     image, _ = image_files.open_image(path)
-    return data.shrink(image)
+    return image_files.shrink(image)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +98,9 @@ def test_a_float_image_beyond_1_is_scaled_by_its_largest_value(tmp_path):
 def test_transparent_pixels_become_white():
     # Fully transparent black pixels would come out black with a plain convert("RGB").
     transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
-    assert np.all(np.array(image_files.to_rgb(transparent)) == 255)
+    assert np.all(np.array(image_files.convert(transparent)) == 255)
     gray = Image.new("L", (4, 4), 77)
-    assert np.all(np.array(image_files.to_rgb(gray)) == 77)
+    assert np.all(np.array(image_files.convert(gray)) == 77)
 
 
 def test_a_palette_or_gray_png_with_a_transparent_colour_is_put_on_white(tmp_path):
@@ -136,8 +141,8 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_size_that_shrinks_alike(tmp_path):
     assert 256 <= min(image.size) < 512 and image.width / image.height == pytest.approx(4 / 3, 0.01)
     # What the network gets is nearly what shrinking the full-size photo gives.
     with Image.open(tmp_path / "photo.jpg") as full:
-        reference = data.shrink(full.convert("RGB"))
-    difference = (data.shrink(image).int() - reference.int()).abs().float()
+        reference = image_files.shrink(full.convert("RGB"))
+    difference = (image_files.shrink(image).int() - reference.int()).abs().float()
     assert difference.mean() < 2 and difference.max() < 20
 
 
@@ -204,3 +209,100 @@ def test_missing_file_and_folder_are_one_sentence_each(tmp_path):
         with pytest.raises(common.UserError, match=reason) as refusal:
             image_files.open_image(path)
         assert str(path) in str(refusal.value)
+
+
+# ---- Grayscale, for a network trained on one channel -----------------------------------------
+def test_grayscale_is_read_as_grayscale_and_colour_as_its_brightness(tmp_path):
+    rng = np.random.default_rng(0)
+    colour = Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    colour.save(tmp_path / "colour.png")
+    Image.fromarray(pattern()).save(tmp_path / "gray.png")
+    image, description = image_files.open_image(tmp_path / "colour.png", mode="L")
+    assert description == "PNG, 60x40 RGB" and image.mode == "L"
+    # Pillow's 0.299 R + 0.587 G + 0.114 B, as torchvision's Grayscale.
+    assert np.array_equal(np.asarray(image), np.asarray(colour.convert("L")))
+    gray, _ = image_files.open_image(tmp_path / "gray.png", mode="L")
+    assert np.array_equal(np.asarray(gray), pattern())
+    # Read as RGB, the gray value is in all three channels.
+    rgb = np.asarray(image_files.open_image(tmp_path / "gray.png")[0])
+    assert rgb.shape == (40, 60, 3) and all(np.array_equal(rgb[..., c], pattern())
+                                            for c in range(3))
+    with pytest.raises(ValueError, match="mode"):
+        image_files.open_image(tmp_path / "gray.png", mode="RGBA")
+
+
+def test_16_bit_float_and_transparent_images_read_as_grayscale_too(tmp_path):
+    Image.fromarray(pattern().astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    Image.fromarray(pattern().astype(np.float32) / 255).save(tmp_path / "unit.tif")
+    for name in ("sixteen.png", "unit.tif"):  # scaled to 0..255, not clipped
+        image, _ = image_files.open_image(tmp_path / name, mode="L")
+        assert image.mode == "L" and np.array_equal(np.asarray(image), pattern())
+    Image.new("RGBA", (600, 600), (0, 0, 0, 0)).save(tmp_path / "clear.png")  # reduced, too
+    image, _ = image_files.open_image(tmp_path / "clear.png", mode="L")
+    assert image.size == (300, 300) and np.all(np.asarray(image) == 255)  # on white
+
+
+# ---- Long strips: bounded by pixel count, not by the shorter side ---------------------------
+@pytest.mark.parametrize("mode, size, kept", [
+    ("L", (1, 1_000_000), (1, 16)),       # issue 21's 2 KB file: 6 GB in 08 before
+    ("RGB", (3, 5_000_000), (3, 48)),     # 10 GB in 08 before
+    ("RGB", (2_000_000, 2), (32, 2)),     # lying down
+    ("I;16", (2, 400_000), (2, 32)),      # 16-bit: converted after the cut, not before
+    ("P", (100_000, 300), (4800, 300)),   # cut to 16:1 (then too small to reduce)
+    ("RGB", (20_000, 600), (4800, 300)),  # cut to 16:1, then reduced by 2
+    ("RGB", (6000, 2000), (858, 286)),    # a wide photo: 3:1 is kept whole, reduced by 7
+])
+def test_what_open_image_returns_is_bounded_whatever_the_shape(tmp_path, mode, size, kept):
+    Image.new(mode, size, 100).save(tmp_path / "strip.png")
+    image, description = image_files.open_image(tmp_path / "strip.png")
+    assert description.startswith(f"PNG, {size[0]}x{size[1]}")
+    assert image.size == kept and image.mode == "RGB"
+    assert image.width * image.height <= 511 * 8176  # 16:1, the shorter side below 512
+
+
+def test_a_long_strip_still_gives_the_network_its_middle_square(tmp_path):
+    # The network sees the middle square (03_image_files.shrink), and the cut keeps it and more on each
+    # side: what the network gets is the whole strip's middle square, scaled to 32x32 (with its
+    # neighbours in the bilinear filter's reach). Not compared with shrinking the whole strip:
+    # torchvision's Resize rounds the longer side down, which moves its "centre" crop of a long
+    # strip off the centre by pixels.
+    rng = np.random.default_rng(0)
+    for width, height in ((40, 20_000), (20_006, 6), (3, 100_001)):
+        strip = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        strip.save(tmp_path / "strip.png")
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        square = strip.resize((32, 32), Image.Resampling.BILINEAR,
+                              box=(left, top, left + side, top + side))
+        cut = image_files.open_image(tmp_path / "strip.png")[0]
+        assert max(cut.size) == 16 * side + (max(width, height) - 16 * side) % 2
+        expected = torch.from_numpy(np.array(square)).permute(2, 0, 1)
+        # Within 1: shrink rounds the scaled size of the longer side down (03_image_files.shrink).
+        assert (image_files.shrink(cut).int() - expected.int()).abs().max() <= 1, (width, height)
+
+
+def test_middle_cuts_only_what_is_longer_than_the_ratio():
+    image = Image.new("L", (10, 45))
+    assert image_files.middle(image, max_aspect_ratio=4).size == (10, 41)  # 2 cut at each end
+    assert image_files.middle(image, max_aspect_ratio=5) is image  # 4.5 : 1, kept whole
+    assert image_files.middle(image) is image  # at most 16 : 1 by default
+    ramp = Image.fromarray(np.arange(42, dtype=np.uint8).reshape(1, 42))  # 42 x 1: 0..41
+    assert np.asarray(image_files.middle(ramp, 4)).tolist() == [[19, 20, 21, 22]]  # the middle
+
+
+# ---- Not a regular file -----------------------------------------------------------------------
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /dev/null")
+def test_a_device_is_refused_before_it_is_read():
+    with pytest.raises(common.UserError, match="not a regular file") as refusal:
+        image_files.open_image("/dev/null")
+    assert "/dev/null" in str(refusal.value) and "\n" not in str(refusal.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a Unix thing")
+def test_a_named_pipe_is_refused_without_opening_it(tmp_path, monkeypatch):
+    # Opening a named pipe for reading waits until a writer comes: the check must come first.
+    # (tests/test_08_predict.py runs 08 on one, with a time limit.)
+    os.mkfifo(tmp_path / "pipe")
+    monkeypatch.setattr(PIL.Image, "open", lambda *args: pytest.fail("the pipe was opened"))
+    with pytest.raises(common.UserError, match="not a regular file"):
+        image_files.open_image(tmp_path / "pipe")

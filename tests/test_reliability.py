@@ -10,6 +10,7 @@ CPU thread; most error cases call the script's main() in this process, which is 
 
 import io
 import math
+import re
 import shutil
 import signal
 import time
@@ -261,7 +262,7 @@ def test_resume_with_another_model_size_names_the_trained_one(trained_checkpoint
     result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
                                                   "--model-size", "large", epochs=EPOCHS + 1),
                             capsys=capsys, monkeypatch=monkeypatch)
-    assert_refused(result, "--model-size small")
+    assert_refused(result, "trained with model size 'small', but this run has 'large'")
 
 
 def test_evaluate_on_other_classes_is_refused(trained_checkpoints, tmp_path, capsys, monkeypatch):
@@ -322,7 +323,7 @@ def test_resume_with_a_huge_lr_is_not_silently_ignored(trained_checkpoints, smal
     result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
                                                   "--lr", 5, epochs=EPOCHS + 1),
                             capsys=capsys, monkeypatch=monkeypatch)
-    assert_refused(result, "--lr")
+    assert_refused(result, "trained with lr")
     assert_checkpoints_untouched(trained_checkpoints)
 
 
@@ -441,7 +442,10 @@ def test_an_output_dir_that_is_a_file_is_one_sentence(script, trained_checkpoint
         flags = ["--data-dir", small_data, "--checkpoint", trained_checkpoints / "best.pt",
                  "--device", "cpu", "--output-dir", tmp_path / "taken"]
     result = run_in_process(script, *flags, capsys=capsys, monkeypatch=monkeypatch)
-    assert_refused(result, "could not write", str(tmp_path / "taken"))
+    line = assert_refused(result, str(tmp_path / "taken"))
+    assert "could not write" in line or "cannot write into" in line
+    if script == TRAIN:  # found before any training, not after the last epoch
+        assert "epoch" not in result.stdout and not (tmp_path / "new_run").exists()
 
 
 def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path, small_data, capsys,
@@ -564,3 +568,81 @@ def test_an_edited_optimizer_state_is_one_sentence(script, trained_checkpoints, 
         result = finish(start(script, "--checkpoint", trained_checkpoints / "last.pt",
                               "--output-dir", tmp_path / "export"), timeout=120)
     assert_refused(result, "does not fit")
+
+
+# ---- Resuming checks the settings and the checkpoint before any training ----------------------
+@pytest.mark.parametrize("flags, named", [
+    (["--weight-decay", "0.001"], "weight decay"),
+    (["--label-smoothing", "0.1"], "label smoothing"),
+    (["--no-augment"], "augment"),
+    (["--seed", "1"], "seed"),
+])
+def test_resume_with_other_settings_is_refused(flags, named, trained_checkpoints, small_data,
+                                               capsys, monkeypatch):
+    before = folder_bytes(trained_checkpoints)
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                  *flags, epochs=EPOCHS + 1),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, f"trained with {named}")
+    assert folder_bytes(trained_checkpoints) == before
+
+
+def test_resume_on_a_copy_of_the_data_in_another_folder_is_refused(trained_checkpoints,
+                                                                   small_data, tmp_path,
+                                                                   capsys, monkeypatch):
+    copy = tmp_path / "copy_of_the_data"
+    shutil.copytree(small_data, copy)  # the same class names: only the folder tells them apart
+    result = run_in_process(TRAIN, *training_args(copy, trained_checkpoints, "--resume",
+                                                  epochs=EPOCHS + 1),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "trained with data dir", str(copy))
+
+
+HAND_EDITS = {
+    "history key removed": lambda checkpoint: checkpoint["history"].pop("lr"),
+    "class names as numbers": lambda checkpoint: checkpoint["config"].update(classes=[0, 1, 2]),
+    "batch size 0": lambda checkpoint: checkpoint["config"].update(batch_size=0),
+    "learning rate -1": lambda checkpoint: checkpoint["config"].update(lr=-1),
+    "epoch as text": lambda checkpoint: checkpoint.update(epoch="4"),
+    "a best accuracy that is not the history's": lambda c: c.update(best_val_accuracy=0.999),
+}
+
+
+@pytest.mark.parametrize("edit", HAND_EDITS, ids=list(HAND_EDITS))
+def test_a_hand_edited_checkpoint_is_one_sentence_before_any_training(
+        edit, trained_checkpoints, small_data, capsys, monkeypatch):
+    checkpoint = checkpointing.safe_load(trained_checkpoints / "last.pt")
+    HAND_EDITS[edit](checkpoint)
+    checkpointing.save_checkpoint(checkpoint, trained_checkpoints / "last.pt")
+    before = folder_bytes(trained_checkpoints)
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                  epochs=EPOCHS + 1),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result)
+    assert not re.search(r"^epoch ", result.stdout, re.MULTILINE), "it trained first"
+    assert folder_bytes(trained_checkpoints) == before
+
+
+def test_overwrite_stopped_between_its_first_two_saves_leaves_one_run(trained_checkpoints,
+                                                                     small_data, capsys,
+                                                                     monkeypatch):
+    real_save = checkpointing.save_checkpoint
+
+    def save_then_stop(checkpoint, path):  # kill -9 right after the new best.pt is written
+        real_save(checkpoint, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save_then_stop)
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--overwrite",
+                                                  epochs=2),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 130
+    assert sorted(path.name for path in trained_checkpoints.glob("*.pt")) == ["best.pt"]
+    best = checkpointing.load_checkpoint(trained_checkpoints / "best.pt")
+    assert best["epoch"] == 1 and best["config"]["epochs"] == 2  # the new run's
+    # --resume then says there is nothing to resume, rather than going on with the old run.
+    monkeypatch.setattr(checkpointing, "save_checkpoint", real_save)
+    result = run_in_process(TRAIN, *training_args(small_data, trained_checkpoints, "--resume",
+                                                  epochs=2),
+                            capsys=capsys, monkeypatch=monkeypatch)
+    assert_refused(result, "no", "last.pt to resume")
