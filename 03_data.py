@@ -17,8 +17,7 @@ What you will learn
 How to run it (or one `# %%` cell at a time, in VS Code or Jupyter)
     python 03_data.py                          # CIFAR-10, downloaded into data/ the first time
     python 03_data.py --fake-data              # random images, offline, in seconds
-    python 03_data.py --data-dir my_images     # your own images: my_images/train/<class>/*.jpg
-                                               # and my_images/test/<class>/*.jpg
+    python 03_data.py --data-dir my_images     # your images: my_images/{train,test}/<class>/*.jpg
     python 03_data.py --workers 2              # load the per-image pipeline in 2 processes
     python 03_data.py --help                   # every flag and its default
 
@@ -44,10 +43,13 @@ from torchvision import datasets, transforms
 
 import common
 import image_files
-# Plumbing: where the images come from (CIFAR-10's download, a folder of image files of any format
-# and size, FakeData's random images), used by load_split in section 1: in image_files.py.
-from image_files import (CIFAR10_CLASSES, IMAGE_SIZE, data_source, download_cifar10,
-                         keep_classes, read_fake_data, read_image_folder)
+from common import numbers  # "0.1235, 0.5000, ...": floats printed alike
+# Plumbing, in image_files.py: where the images come from (CIFAR-10's download, a folder of image
+# files of any format and size, FakeData's random images), used by load_split in section 1; and
+# the checks that make section 8's pipeline refuse wrong inputs in one sentence.
+from image_files import (CIFAR10_CLASSES, IMAGE_SIZE, check_batch, check_loader_arguments,
+                         data_source, download_cifar10, keep_classes, read_fake_data,
+                         read_image_folder)
 
 # Plumbing, safe to skip: plain error messages, the command-line flags, the device and the seed.
 if __name__ == "__main__":
@@ -55,39 +57,27 @@ if __name__ == "__main__":
     parser = common.make_data_parser(
         "Lesson 3: datasets, transforms and DataLoaders for CIFAR-10.",
         batch_size=256)  # 05_train.py's batch size for the small network
-    parser.add_argument("--workers", type=common.non_negative_int, default=0,
+    parser.add_argument("--workers", type=common.worker_count, default=0,
                         help="DataLoader worker processes for the per-image pipeline (section 7); "
                              "0 loads batches in the main process")
     args = common.parse_args(parser)
-    if args.workers > 64:  # each is a whole Python process: thousands would stall the machine
-        parser.error(f"--workers must be at most 64 (more than your cores only waits), not "
-                     f"{args.workers}")
     device = common.get_device(args.device)
     common.seed_everything(args.seed)  # the same seed gives the same crops, flips and batches
     lesson_start = time.perf_counter()
 
 
-def numbers(values, digits=4):
-    """Format floats as "0.1235, 0.5000, ..." (rounded, and never "-0.0000")."""
-    return ", ".join(f"{round(value, digits) + 0.0:.{digits}f}" for value in values)
-
-
 # %% 1. Loading the images ------------------------------------------------------------------------
 # torchvision.datasets.CIFAR10(root, train=True, download=True) downloads CIFAR-10 once (a 170 MB
-# archive) and hands out its 50,000 training images, or with train=False its 10,000 test images,
-# as one NumPy array (N, 32, 32, 3): height, width, channels, as image files store them.
-# load_split makes that call and returns one uint8 tensor (N, 3, 32, 32): channels first,
-# PyTorch's convention for images, (N, C, H, W). It reads two other sources too, so that every
-# script works with all three: --data-dir with train/ and test/ folders of your own images (one
-# subfolder per class, read with torchvision.datasets.ImageFolder and shrunk to 32x32), and
-# --fake-data (torchvision.datasets.FakeData: 1,000 training and 200 test images of random
-# pixels with random labels, to try the code offline).
+# archive) and hands out its 50,000 training images (train=False: its 10,000 test images) as one
+# NumPy array (N, 32, 32, 3): height, width, channels, as image files store them. load_split makes
+# that call and returns one uint8 tensor (N, 3, 32, 32): channels first, PyTorch's convention for
+# images, (N, C, H, W). It also reads --data-dir folders of your own images (train/ and test/, one
+# subfolder per class, read with torchvision.datasets.ImageFolder and shrunk to 32x32) and
+# --fake-data (FakeData: 1,000 training and 200 test images of random pixels and labels).
 def load_split(data_dir, split, fake_data=False, classes=None):
-    """The "train" or "test" split of the source the flags pick (data_source), as (images,
-    labels, classes): uint8 (N, 3, 32, 32), int64 class indices (N,), and the class names.
-    `classes` (--classes) keeps only the images of those classes. Raises common.UserError if the
-    data cannot be downloaded or read, or if the training split has fewer than 2 images (one to
-    train on, one to validate with)."""
+    """The "train" or "test" split, as (images, labels, class names): uint8 (N, 3, 32, 32) and
+    int64 class indices (N,), of only `classes` if given (--classes). Raises common.UserError if
+    the data cannot be read, or if the training split has fewer than 2 images."""
     source = data_source(data_dir, fake_data)
     if source == "fake":
         images, labels, found = read_fake_data(split)
@@ -158,9 +148,8 @@ def split_train_val(num_images, val_size=VALIDATION_SIZE):
 
 
 class Split(NamedTuple):
-    """One part of the data in memory: uint8 images (N, 3, 32, 32) and int64 labels (N,).
-
-    A NamedTuple is a tuple whose parts also have names: split.images is split[0]."""
+    """One part of the data in memory: uint8 images (N, 3, 32, 32) and int64 labels (N,). A
+    NamedTuple is a tuple whose parts also have names: split.images is split[0]."""
     images: torch.Tensor
     labels: torch.Tensor
 
@@ -181,8 +170,7 @@ if __name__ == "__main__":
     val = Split(images[val_indices], labels[val_indices])
     print(f"{len(labels):,} training images -> {len(train.labels):,} for training + "
           f"{len(val.labels):,} for validation")
-    # The split draws images at random, whatever their class; each class still ends up with
-    # about its share:
+    # The split draws at random, whatever the class; each class still ends up with about its share:
     print("validation images per class:",
           torch.bincount(val.labels, minlength=len(classes)).tolist())
 
@@ -241,10 +229,9 @@ if __name__ == "__main__":
     print("  CIFAR10_MEAN:      ", numbers(CIFAR10_MEAN))
     print("  std computed here: ", numbers(computed_std))
     print("  CIFAR10_STD:       ", numbers(CIFAR10_STD))
-    # What the rest of the lesson (and 05_train.py) normalises with: for your own images and
-    # FakeData, the numbers computed here; for CIFAR-10 itself, the published constants. Those
-    # also count the 5,000 images we hold out, but the 45,000 of the JPEG copy give numbers
-    # within 0.002 of them, and with the constants your inputs are those of everyone's code.
+    # What the rest of the lesson (and 05_train.py) normalises with: the numbers computed here
+    # for your own images and FakeData; for CIFAR-10, the published constants, which count the
+    # 5,000 held-out images too but are within 0.002 of the 45,000's, and are everyone's.
     mean, std = normalization_statistics(train.images, args.data_dir, args.fake_data)
     print("normalising with:", "CIFAR10_MEAN and CIFAR10_STD" if source == "cifar10" else
           "the numbers computed here, as 05_train.py does")
@@ -279,16 +266,12 @@ def make_transforms(mean, std):
     return train_transform, eval_transform
 
 
-def to_pil(image):
-    """A uint8 tensor (3, H, W) as a PIL image, the format torchvision's transforms start from."""
-    # PIL stores height x width x channels; PyTorch stores channels first (see 01_tensors.py).
-    return PIL.Image.fromarray(image.permute(1, 2, 0).numpy())
-
-
 if __name__ == "__main__":
     common.section("4. Transforms: ToTensor, Normalize, and augmentation for training only")
     train_transform, eval_transform = make_transforms(mean, std)
-    image = to_pil(train.images[0])
+    # ToPILImage turns a uint8 tensor (3, H, W) into a PIL image, the format these transforms
+    # start from (PIL stores height x width x channels; PyTorch stores channels first).
+    image = transforms.ToPILImage()(train.images[0])
     print(f"a PIL image: size {image.size}, mode {image.mode}")
     tensor = transforms.ToTensor()(image)
     print(f"after ToTensor: shape {tuple(tensor.shape)}, dtype {tensor.dtype}, "
@@ -418,17 +401,10 @@ def normalize(images, mean, std):
     """uint8 images (B, C, H, W) to float32, scaled to [0, 1], minus the mean, over the std:
     ToTensor and Normalize for a whole batch at once, on the images' device. `mean` and `std`
     hold one number per channel (section 3): a sequence, or a tensor on that device."""
-    # Loud checks: a float batch was already scaled (dividing by 255 again leaves numbers near 0
-    # that still train, badly and silently), and statistics for another number of channels would
-    # quietly broadcast one grey channel into three.
-    if images.dtype != torch.uint8:
-        raise TypeError(f"normalize expects uint8 images (0..255), got {images.dtype}; images "
-                        "that are already floats were scaled before and must not be again")
+    check_batch(images, mean, std)  # uint8, and one mean and std per channel (image_files.py)
+    # view(1, C, 1, 1): one number per channel, which broadcasting applies to every pixel.
     mean = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    if mean.shape[1] != images.shape[1] or std.shape[1] != images.shape[1]:
-        raise ValueError(f"the images have {images.shape[1]} channels but mean and std have "
-                         f"{mean.shape[1]} and {std.shape[1]} values")
     return (images.float() / 255 - mean) / std
 
 
@@ -495,27 +471,9 @@ class InMemoryLoader:
 
     def __init__(self, images, labels, batch_size, device, mean, std, shuffle=False,
                  augment=False, padding=AUGMENT_PADDING, flip=True, drop_last=False):
-        # Mistakes that would train on wrong numbers, or fail only at the first batch, fail here.
         labels = torch.as_tensor(labels)  # a list or NumPy array of labels works too
-        if images.dtype != torch.uint8 or images.dim() != 4 or len(labels) != len(images):
-            raise ValueError("InMemoryLoader takes uint8 images (N, C, H, W) and one label per "
-                             f"image; got {images.dtype} {tuple(images.shape)} and {len(labels)} "
-                             "labels")
-        channels, height, width = images.shape[1:]
-        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std = torch.as_tensor(std, dtype=torch.float32).flatten()
-        # The statistics are those of pixels scaled to [0, 1] (section 3), so a mean outside
-        # [0, 1] or a std above 1 was computed on the 0..255 scale, and would squash every input
-        # to nearly one value.
-        if not (len(mean) == len(std) == channels and (mean >= 0).all() and (mean <= 1).all()
-                and (std > 0).all() and (std <= 1).all()):
-            raise ValueError(f"the images have {channels} channel(s), so mean and std need "
-                             f"{channels} value(s) each, of pixels scaled to [0, 1] (mean 0 to "
-                             f"1, std above 0 and at most 1); got {mean.tolist()} and "
-                             f"{std.tolist()}")
-        if augment and not 0 <= padding < min(height, width):
-            raise ValueError(f"padding must be from 0 to {min(height, width) - 1} for "
-                             f"{height}x{width} images, got {padding}")
+        # Wrong inputs fail here, in one sentence, rather than train on wrong numbers or fail later.
+        mean, std = check_loader_arguments(images, labels, mean, std, padding if augment else 0)
         self.images, self.labels = images, labels
         self.device = torch.device(device)
         self.augment, self.padding, self.flip = augment, padding, flip
@@ -564,21 +522,13 @@ if __name__ == "__main__":
 # Always look at your data before training on it: wrong labels, rotated photos, or images that are
 # mostly border show up at a glance, and no accuracy figure will tell you. The grids show the
 # images as they are (bytes 0..255), not normalised values, which go below 0 and above 1.
-# (figures.py draws them; torchvision.utils.make_grid pastes a batch of images into one.)
 if __name__ == "__main__":
     import figures
 
     common.section("9. A look at the images")
-    per_class = 8
-    shown = range(min(len(classes), 10))  # a dataset with more classes shows its first ten
-    # One row per class: the first 8 training images of that class (white where there are fewer).
-    tiles = torch.full((len(shown), per_class, *train.images.shape[1:]), 255, dtype=torch.uint8)
-    for row, class_index in enumerate(shown):
-        of_class = (train.labels == class_index).nonzero().flatten()[:per_class]
-        tiles[row, :len(of_class)] = train.images[of_class]
-    samples_path = args.output_dir / "data_samples.png"
-    figures.save_image_grid(tiles, [classes[index] for index in shown],
-                            "Training images, by class", samples_path)
+    # One row per class (the first ten classes): its first 8 training images.
+    samples_path = figures.save_images_by_class(*train, classes, args.output_dir /
+                                                "data_samples.png")
     print("training images by class:", samples_path)
 
     # Eight images (top row), then three random crops and flips of each, as 05_train.py makes them.

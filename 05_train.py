@@ -25,7 +25,8 @@ cleanly: every finished epoch is kept, and it prints the command that goes on fr
 Next: `python 06_evaluate.py` measures the best model on the test set.
 
 train_one_epoch and evaluate work with any classifier and any DataLoader that yields (float
-images, int64 class indices): copy them into your own project as they are.
+images, int64 class indices): copy them into your own project as they are, with check_arguments
+(training_tools.py), which refuses at the first batch what they would measure wrongly.
 """
 
 # %% Imports
@@ -39,18 +40,17 @@ from tqdm import tqdm
 
 import checkpointing
 import common
+import training_tools  # plumbing of a training run: flags, loaders, output (skip on a first read)
+from training_tools import check_arguments  # refuses misuse of the two functions below
 
-# The data pipeline of 03_data.py and the network of 04_model.py. (`import 03_data` is not valid
-# Python, because a name cannot start with a digit; common.import_script takes it as a string.)
-data = common.import_script("03_data")
+# The network of 04_model.py. (`import 04_model` is not valid Python, because a name cannot start
+# with a digit; common.import_script takes it as a string.)
 models = common.import_script("04_model")
 
 # %% Settings --------------------------------------------------------------------------------------
-# The flags (see --help) change a run; these constants are the rest of the recipe. The learning
-# rate follows a schedule (make_scheduler, below): it rises from a tenth of its peak to the peak
-# over the first quarter of the steps ("warm-up"), then falls in a straight line to a thousandth
-# of the peak. The peak is 0.6 for batches of 512 images and scales with the batch size (256
-# images: 0.3). GUIDE.md ("What each part of the recipe buys") says how they were chosen.
+# The flags (see --help) change a run; these constants are the rest of the recipe: the momentum,
+# and the learning-rate schedule of make_scheduler (below). GUIDE.md ("What each part of the
+# recipe buys") says how they were chosen.
 MOMENTUM = 0.9  # SGD steps along a sum of past gradients, each one weighted 0.9x the next
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
@@ -248,56 +248,10 @@ def default_lr(batch_size):
     return PEAK_LR_PER_512_IMAGES * batch_size / 512
 
 
-# %% The data and the model -------------------------------------------------------------------
-def make_loaders(args, device):
-    """The training and validation loaders of 03_data.py's fast pipeline: batches arrive
-    normalised, augmented (training only) and on the device.
-
-    Returns:
-        (train_loader, val_loader, classes, mean, std).
-    """
-    start = time.perf_counter()
-    train, val, classes = data.load_train_and_val(args.data_dir, args.fake_data, args.classes)
-    # Inputs are normalised with the training images' own statistics (03_data.py, section 3).
-    # They go into the checkpoint, so that 06-08 normalise new images exactly as training did.
-    mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
-    if args.dry_run:  # one batch of each: enough to check that everything runs
-        train = data.Split(*(part[:args.batch_size] for part in train))
-        val = data.Split(*(part[:args.batch_size] for part in val))
-    # drop_last: every training step sees a full batch (03_data.py, section 7).
-    train_loader = data.InMemoryLoader(*train, args.batch_size, device, mean, std, shuffle=True,
-                                       augment=not args.no_augment, drop_last=True)
-    # Evaluation keeps no graph and so needs far less memory: twice the batch fits easily.
-    val_loader = data.InMemoryLoader(*val, 2 * args.batch_size, device, mean, std)
-    print(f"Data: {len(train.labels):,} training and {len(val.labels):,} validation images, "
-          f"{len(classes)} classes, loaded in {time.perf_counter() - start:.1f} s")
-    return train_loader, val_loader, classes, mean, std
-
-
-def make_model(size, num_classes, device, in_channels=3):
-    """04_model.py's network, on the device, in the memory layout of the batches."""
-    model = models.build_model(size, num_classes=num_classes, in_channels=in_channels)
-    model = model.to(device, memory_format=torch.channels_last)
-    if device.type == "cuda":
-        # Let cuDNN time a few ways to compute each convolution and keep the fastest; worth it
-        # because every batch has the same shape.
-        torch.backends.cudnn.benchmark = True
-    print(f"Model: CifarNet {size}, {sum(p.numel() for p in model.parameters()):,} parameters")
-    return model
-
-
-def print_epoch(row, num_epochs, improved):
-    """One line per epoch: the training and validation numbers, and whether it is the best."""
-    print(f"epoch {row['epoch']:>3}/{num_epochs}  train loss {row['train_loss']:.3f} "
-          f"acc {100 * row['train_accuracy']:5.2f}%  |  val loss {row['val_loss']:.3f} "
-          f"acc {100 * row['val_accuracy']:5.2f}%  |  {row['seconds']:5.1f} s"
-          + ("  *best" if improved else ""))
-
-
 # %% The whole run ---------------------------------------------------------------------------------
 def main():
     # ---- Plumbing: flags, device, seed and the run's folder (skip on a first read) -------------
-    args = parse_args()  # the flags: --help lists them, common.add_training_flags defines them
+    args = parse_args()  # the flags: --help lists them, training_tools.py defines them
     device = common.get_device(args.device)
     common.seed_everything(args.seed)
     # The run's folder: locked for this process, refused if it holds a trained model (unless
@@ -306,19 +260,19 @@ def main():
                                     args.dry_run, history_keys=HISTORY_KEYS,
                                     monitor="val_accuracy", mode="max",
                                     kind=checkpointing.CLASSIFIER_KIND, device=device)
-    # A resumed run keeps its batch size, peak learning rate and schedule length.
-    args.batch_size = args.batch_size or run.saved_setting(
-        "batch_size", DEFAULT_BATCH_SIZE[args.model_size])
-    args.lr = args.lr or run.saved_setting("lr", default_lr(args.batch_size))
-    # Two epoch counts: --epochs says where to stop; planned_epochs is what the learning-rate
-    # schedule spans, --epochs of a new run, but the first run's for a resumed one.
-    planned_epochs = run.saved_setting("epochs", args.epochs)
+    # --batch-size and --lr, if not given: a new run's defaults, or what a resumed run chose. Two
+    # epoch counts: --epochs says where to stop; planned_epochs is what the learning-rate schedule
+    # spans, --epochs of a new run, but the first run's for a resumed one.
+    planned_epochs = training_tools.fill_in_settings(
+        args, run, DEFAULT_BATCH_SIZE[args.model_size], default_lr)
     print(f"Device: {device}   model: {args.model_size}   epochs: {args.epochs}   "
           f"batch size: {args.batch_size}   peak lr: {args.lr}")
 
-    # ---- Data, model, loss, optimizer, schedule ------------------------------------------------
-    train_loader, val_loader, classes, mean, std = make_loaders(args, device)
-    model = make_model(args.model_size, len(classes), device, in_channels=len(mean))
+    # ---- Data (03_data.py), model (04_model.py), loss, optimizer, schedule ----------------------
+    # 03_data.py's InMemoryLoader: batches normalised and on the device; training batches shuffled,
+    # cropped and flipped, validation batches as they are (twice as many images: no graph to keep).
+    train_loader, val_loader, classes, mean, std = training_tools.make_loaders(args, device)
+    model = training_tools.make_model(args.model_size, len(classes), device, in_channels=len(mean))
     # Cross-entropy compares the scores with the true class. Label smoothing (0.2) spreads that
     # share of the target over all 10 classes: 0.82 for the true one, 0.02 for each other, so the
     # network is never pushed to total certainty, which generalises better. So the loss cannot
@@ -327,17 +281,17 @@ def main():
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = make_optimizer(model, args.lr, args.weight_decay)
     scheduler = make_scheduler(optimizer, total_steps=planned_epochs * len(train_loader))
-    config = common.training_config(args, classes, mean, std, planned_epochs,
-                                    len(train_loader))
+    config = training_tools.training_config(args, classes, mean, std, planned_epochs,
+                                            len(train_loader))
     # Puts back the weights, momentum and schedule of a resumed run (after checking its settings).
     first_epoch = run.start(config, model=model, optimizer=optimizer, scheduler=scheduler)
-    if not common.epochs_left(first_epoch, args.epochs, planned_epochs):
+    if not training_tools.epochs_left(first_epoch, args.epochs, planned_epochs):
         if not args.dry_run:  # a resumed run that has every epoch asked for: its curves again
-            common.report_training_run(run, args)
+            training_tools.report_training_run(run, args)
         return
     # --compile runs the batches through torch.compile (GUIDE.md explains it); the checkpoints
     # save `model` itself, whose weights the compiled wrapper shares.
-    model_to_run = common.compile_model(model, device) if args.compile else model
+    model_to_run = training_tools.compile_model(model, device) if args.compile else model
 
     # ---- The epochs ----------------------------------------------------------------------------
     run_start = time.perf_counter()
@@ -360,7 +314,7 @@ def main():
             # Saves best.pt (if validation accuracy improved), last.pt and history.json. A loss
             # ten times that of guessing (ln 10 = 2.3 for 10 classes) means the weights blew up.
             improved = run.end_epoch(row, max_loss=10 * max(1.0, math.log(len(classes))))
-            print_epoch(row, args.epochs, improved)
+            training_tools.print_epoch(row, args.epochs, improved)
 
     # ---- What the run produced -----------------------------------------------------------------
     seconds = time.perf_counter() - run_start
@@ -369,7 +323,8 @@ def main():
         return
     print(f"\nBest validation accuracy: {100 * run.best:.2f}%   training time: "
           f"{seconds:.0f} s ({seconds / 60:.1f} min)")
-    common.report_training_run(run, args)  # the curves, where the files are, what to run next
+    # The curves, where the files are, and the command to run next.
+    training_tools.report_training_run(run, args)
     common.section("Summary: what you just did")
     print("""\
 - ran the seven steps on every batch: batch, device, zero_grad, forward, loss, backward, step
@@ -379,8 +334,8 @@ def main():
 
 
 def parse_args():
-    """05's flags: the shared data and training flags (common.py), plus --compile."""
-    parser, training = common.training_parser(
+    """05's flags: the shared data and training flags (training_tools.py), plus --compile."""
+    parser, training = training_tools.training_parser(
         "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
         "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
         "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
@@ -388,49 +343,7 @@ def parse_args():
     training.add_argument("--compile", action="store_true",
                           help="run the model through torch.compile: the first epoch is slower "
                                "while it compiles; later steps may be faster (GUIDE.md)")
-    return common.parse_training_args(parser, common.default_checkpoint_dir)
-
-
-# %% Going further: what train_one_epoch and evaluate refuse ---------------------------------------
-# Not needed on a first read. Copied into another project, the two functions are called with
-# other losses, schedulers, loaders and targets; this check makes a wrong one fail at the first
-# batch with one sentence, instead of training on numbers that mean something else.
-
-# Schedulers planned in epochs: stepped once per batch, they would decay far too soon.
-EPOCH_SCHEDULERS = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
-                    torch.optim.lr_scheduler.ExponentialLR,
-                    torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
-def check_arguments(loss_fn, outputs, labels, loader, batch_scheduler=None, evaluating=False):
-    """Refuse, at the first batch, what train_one_epoch and evaluate would measure wrongly: a
-    loss that is not the batch's mean (their sums turn means back into sums), a scheduler
-    planned in epochs passed as batch_scheduler, an evaluation that would skip images, and
-    outputs and labels that are not (batch, classes) scores and int64 class indices (batch,),
-    such as regression or one-hot targets. (A loss with class weights or ignore_index is a mean
-    over its own weights, so the reported loss is then close to, not exactly, the set's mean.)"""
-    with torch.no_grad():  # a mean is the same for the batch written twice; a sum doubles
-        outputs = outputs.float()  # (bfloat16 under autocast would round the comparison)
-        single = loss_fn(outputs, labels).float()
-        doubled = loss_fn(torch.cat([outputs, outputs]), torch.cat([labels, labels])).float()
-        summed = doubled.numel() != 1 or not torch.allclose(doubled, single, rtol=1e-3,
-                                                            atol=1e-6, equal_nan=True)
-    horizon = getattr(batch_scheduler, "T_max", None)  # a cosine schedule's length, in steps
-    if summed:
-        problem = "loss_fn must return the batch's mean loss (reduction='mean'), not a sum"
-    elif isinstance(batch_scheduler, EPOCH_SCHEDULERS) or (horizon and horizon < len(loader)):
-        problem = (f"{type(batch_scheduler).__name__} is planned in epochs; call its step() after "
-                   "each epoch instead of passing it as batch_scheduler")
-    elif evaluating and (getattr(loader, "drop_last", False) or  # also a DataLoader's sampler's
-                         getattr(getattr(loader, "batch_sampler", None), "drop_last", False)):
-        problem = "evaluate must see every image, but the loader drops its last batch"
-    elif not (outputs.ndim == 2 and labels.ndim == 1 and labels.dtype == torch.long):
-        problem = (f"these functions measure a classifier: they need outputs (batch, classes) and "
-                   f"int64 labels (batch,), not {tuple(outputs.shape)} and {tuple(labels.shape)} "
-                   f"{labels.dtype}; for other targets, drop their accuracy lines")
-    else:
-        return
-    raise ValueError(problem)
+    return training_tools.parse_training_args(parser, common.default_checkpoint_dir)
 
 
 if __name__ == "__main__":

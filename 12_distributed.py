@@ -64,6 +64,7 @@ from torch.utils.data import DistributedSampler
 
 import checkpointing
 import common
+import training_tools  # plumbing of a training run, shared with 05 (skip on a first read)
 
 data = common.import_script("03_data")  # the images, the statistics, InMemoryLoader
 training = common.import_script("05_train")  # the training step, evaluation, optimizer, schedule
@@ -336,10 +337,8 @@ def train(args, rank, local_rank, world_size, device):
 
     # ---- The run's folder, and what a resumed run keeps (sections 2 and 3) ---------------------
     run = open_run(args, is_main, device)
-    args.batch_size = args.batch_size or run.saved_setting(
-        "batch_size", training.DEFAULT_BATCH_SIZE[args.model_size])
-    args.lr = args.lr or run.saved_setting("lr", training.default_lr(args.batch_size))
-    planned_epochs = run.saved_setting("epochs", args.epochs)
+    planned_epochs = training_tools.fill_in_settings(  # --batch-size and --lr, as in 05
+        args, run, training.DEFAULT_BATCH_SIZE[args.model_size], training.default_lr)
     if args.batch_size % world_size:
         raise common.UserError(f"--batch-size {args.batch_size} must split evenly between the "
                                f"{world_size} processes; pass a multiple of {world_size}.")
@@ -358,7 +357,8 @@ def train(args, rank, local_rank, world_size, device):
           f"{len(classes)} classes")
 
     # ---- The model, loss, optimizer and schedule are 05's (section 4) ----------------------------
-    model = training.make_model(args.model_size, len(classes), device, in_channels=len(mean))
+    model = training_tools.make_model(args.model_size, len(classes), device,
+                                      in_channels=len(mean))
     # Batch-norm (04_model.py) normalises with the statistics of the batch it sees: under DDP,
     # each process's share of it. That is usually fine, but small shares give noisy statistics;
     # SyncBatchNorm computes them over the whole global batch instead, at the price of one more
@@ -371,12 +371,13 @@ def train(args, rank, local_rank, world_size, device):
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     optimizer = training.make_optimizer(model, args.lr, args.weight_decay)
     scheduler = training.make_scheduler(optimizer, total_steps=planned_epochs * steps_per_epoch)
-    config = common.training_config(args, classes, mean, std, planned_epochs, steps_per_epoch)
+    config = training_tools.training_config(args, classes, mean, std, planned_epochs,
+                                            steps_per_epoch)
     # Resuming puts back the weights, momentum and schedule in every process, so that all go on
     # from the same state; then DDP wraps that same model and trains those same parameters.
     first_epoch = run.start(config, model=model, optimizer=optimizer, scheduler=scheduler)
     ddp_model = wrap_model(model, device, local_rank)
-    if not common.epochs_left(first_epoch, args.epochs, planned_epochs):
+    if not training_tools.epochs_left(first_epoch, args.epochs, planned_epochs):
         return  # a resumed run that has trained every epoch asked for
 
     # ---- The epochs ----------------------------------------------------------------------------
@@ -409,7 +410,7 @@ def train(args, rank, local_rank, world_size, device):
             # together if the loss blew up); only rank 0 writes, the plain model's state_dict
             # (`model`, not ddp_model, whose names all start with "module."), in 05's layout.
             improved = run.end_epoch(row, max_loss=10 * max(1.0, math.log(len(classes))))
-            training.print_epoch(row, args.epochs, improved)
+            training_tools.print_epoch(row, args.epochs, improved)
 
     # ---- What the run produced (section 5) -----------------------------------------------------
     seconds = time.perf_counter() - run_start
@@ -426,8 +427,8 @@ def train(args, rank, local_rank, world_size, device):
     # The curves and the 06 command, by rank 0. run_in_some also makes every process wait until
     # all have finished, and only then leave the group: a process that left while another was
     # still sending would make that one fail.
-    run_in_some(is_main and not args.dry_run, lambda: common.report_training_run(run, args),
-                device)
+    run_in_some(is_main and not args.dry_run,
+                lambda: training_tools.report_training_run(run, args), device)
     common.section("Summary: what you just did")  # rank 0's output only (section 6)
     print("""\
 - started one process per device with torchrun, each joining the process group by its rank
@@ -439,12 +440,12 @@ def train(args, rank, local_rank, world_size, device):
 
 # %% Plumbing: the command line --------------------------------------------------------------------
 def parse_args():
-    """05's flags (common.py) plus --sync-batch-norm, with this lesson's own folders. A mistake
-    in them is reported by rank 0 alone (every process would say the same)."""
+    """05's flags (training_tools.py) plus --sync-batch-norm, with this lesson's own folders. A
+    mistake in them is reported by rank 0 alone (every process would say the same)."""
     saved_stderr = sys.stderr
     if os.environ.get("RANK", "0") != "0":  # torchrun's variable: see section 1
         sys.stderr = open(os.devnull, "w")  # until the flags are read: argparse prints there
-    parser, flags = common.training_parser(
+    parser, flags = training_tools.training_parser(
         "Lesson 12: 05_train.py's training in several processes with DistributedDataParallel. "
         "Start it with torchrun, e.g. `torchrun --standalone --nproc_per_node=2 "
         "12_distributed.py`. --batch-size is the global batch, split evenly between the "
@@ -454,7 +455,7 @@ def parse_args():
     flags.add_argument("--sync-batch-norm", action="store_true",
                        help="CUDA only: batch-norm statistics over the global batch, not each "
                             "process's share (section 4)")
-    args = common.parse_training_args(
+    args = training_tools.parse_training_args(
         parser, lambda fake_data: DEFAULT_CHECKPOINT_DIR / "fake" if fake_data
         else DEFAULT_CHECKPOINT_DIR)
     sys.stderr = saved_stderr

@@ -4,7 +4,8 @@ Nothing a lesson teaches lives here. Each lesson's subject is defined in that le
 and later scripts import it from there: the data pipeline in 03_data.py, the network in
 04_model.py, the training and evaluation functions in 05_train.py. You can follow every lesson
 without opening this file; read it when you want to know how a helper works. Saving and
-loading checkpoints safely is plumbing too, in checkpointing.py.
+loading checkpoints safely is plumbing too, in checkpointing.py, and so is the rest of what the
+training scripts share (their flags, loaders and reports), in training_tools.py.
 """
 
 import argparse
@@ -84,6 +85,11 @@ def import_script(name):
     return importlib.import_module(name)
 
 
+def numbers(values, digits=4):
+    """Format floats as "0.1235, 0.5000, ..." (rounded, and never "-0.0000")."""
+    return ", ".join(f"{round(value, digits) + 0.0:.{digits}f}" for value in values)
+
+
 def section(title):
     """Print a banner line, so the output is as easy to find your way in as the code."""
     print(f"\n=== {title} " + "=" * max(3, 72 - len(title)), flush=True)
@@ -104,6 +110,15 @@ def whole_number(text, minimum):
 def positive_int(text):
     """argparse type: an integer greater than zero."""
     return whole_number(text, minimum=1)
+
+
+def worker_count(text):
+    """argparse type for --workers: DataLoader worker processes, from 0 to 64 (each is a whole
+    Python process: thousands would stall the machine, and more than its cores only wait)."""
+    value = whole_number(text, minimum=0)
+    if value > 64:
+        raise argparse.ArgumentTypeError(f"must be at most 64, got {value}")
+    return value
 
 
 def non_negative_int(text):
@@ -213,77 +228,6 @@ def make_data_parser(description, batch_size=512, output_dir=OUTPUT_DIR,
     return parser
 
 
-def add_training_flags(parser, model_sizes):
-    """Add the training recipe's flags of 05_train.py (12_distributed.py shares them) to
-    `parser`, in a group of their own, and return the group; each script adds its own
-    --checkpoint-dir. `model_sizes`: the choices of --model-size."""
-    training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, default=10,
-                          help="passes over the training images")
-    training.add_argument("--lr", type=positive_float,
-                          help="peak learning rate, reached after the warm-up "
-                               "(default: 0.6 x batch size / 512)")
-    training.add_argument("--model-size", choices=sorted(model_sizes), default="small",
-                          help="small trains on a CPU; large is for a GPU")
-    training.add_argument("--weight-decay", type=float, default=5e-4,
-                          help="L2 penalty on the weights of convolutions and the linear layer")
-    training.add_argument("--label-smoothing", type=float, default=0.2,
-                          help="share of each target spread evenly over all the classes "
-                               "(0 turns it off)")
-    training.add_argument("--no-augment", action="store_true",
-                          help="train on the images as they are, without random crops and flips")
-    training.add_argument("--no-mixed-precision", action="store_true",
-                          help="on CUDA, compute in float32 instead of bfloat16")
-    training.add_argument("--resume", action="store_true",
-                          help="continue from last.pt in --checkpoint-dir")
-    training.add_argument("--overwrite", action="store_true",
-                          help="replace the run already in --checkpoint-dir (without this, a new "
-                               "run refuses to)")
-    return training
-
-
-def check_training_flags(parser, args):
-    """Refuse, through argparse's one-line error, numbers that add_training_flags' types let
-    through but that cannot make sense."""
-    if args.epochs > 10_000:  # a typo, not a plan: even --dry-run would run them all
-        parser.error(f"--epochs must be at most 10000, not {args.epochs}")
-    if not 0 <= args.label_smoothing < 1:
-        parser.error("--label-smoothing must be at least 0 and less than 1")
-    if not 0 <= args.weight_decay < 1:
-        parser.error("--weight-decay must be at least 0 and less than 1")
-    if args.lr is not None and args.lr > 10:
-        parser.error(f"--lr must be at most 10 (the default is 0.6 x batch size / 512), "
-                     f"not {args.lr:g}")
-    if args.batch_size is not None and args.batch_size > 2 ** 16:
-        parser.error("--batch-size must be at most 65536")
-
-
-def training_parser(description, model_sizes, checkpoint_dir="checkpoints/"):
-    """The parser of a training script (05, 12): the data flags, the training flags and
-    --checkpoint-dir (`checkpoint_dir` names its default in --help). Returns (parser, training
-    group), for the script to add its own flags."""
-    parser = make_data_parser(description, batch_size=None, output_dir=None)
-    training = add_training_flags(parser, model_sizes)
-    training.add_argument("--checkpoint-dir", type=Path,
-                          help="where last.pt, best.pt and history.json are written (default: "
-                               f"{checkpoint_dir}; a --fake-data run uses its fake/ subfolder, "
-                               "so that a check on random images never replaces a trained model)")
-    return parser, training
-
-
-def parse_training_args(parser, default_checkpoint_dir):
-    """Parse a training script's flags and fill in the folders: --checkpoint-dir from
-    default_checkpoint_dir(fake_data), --output-dir the same folder unless given (both checked
-    now, not after the last epoch)."""
-    args = parse_args(parser)
-    check_training_flags(parser, args)
-    args.checkpoint_dir = args.checkpoint_dir or default_checkpoint_dir(args.fake_data)
-    args.output_dir = args.output_dir or args.checkpoint_dir  # the run's figure goes with it
-    check_can_write(args.checkpoint_dir, "--checkpoint-dir")
-    check_can_write(args.output_dir, "--output-dir")
-    return args
-
-
 def check_can_write(folder, flag):
     """Refuse now, in one sentence, a folder that a script will write into only at the end of
     its work: one that is a file, lies under a file, or cannot be written. Creates nothing."""
@@ -379,92 +323,3 @@ def write_atomically(path, write):
             temporary.unlink(missing_ok=True)
         except OSError:  # a read-only folder: there was no temporary file to remove anyway
             pass
-
-
-# %% torch.compile (--compile) -------------------------------------------------------------------
-def compile_model(model, device):
-    """`model` compiled with torch.compile, to call in its place; it shares `model`'s weights.
-    GUIDE.md ("torch.compile") explains what it does, what it costs and when it pays.
-
-    Save `model`, not what this returns: the compiled wrapper names every weight
-    "_orig_mod.<name>" in its state_dict, which a plain model could not load.
-
-    Raises:
-        UserError: compiling does not work on this machine (no C++ compiler, say).
-    """
-    import logging
-
-    # A CPU-only machine gets a warning that no CUDA runtime is found: true, and nothing to act on.
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        # A tiny function first: if compiling cannot work here at all (no C++ compiler, or a
-        # Python that torch.compile does not support yet), this says so in one sentence now,
-        # rather than as a long traceback in the middle of the first epoch.
-        torch.compile(lambda x: x + 1, dynamic=False)(torch.zeros(2, device=device))
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise UserError(f"torch.compile does not work here ({reason}); run without "
-                        "--compile.") from None
-    print("torch.compile: on; the model is compiled the first time it trains and the first time "
-          "it evaluates, which makes the first epoch slower")
-    # dynamic=False: code for the few batch shapes there are (the training batch, the
-    # validation batch and its smaller last one), not general code for any batch size.
-    return torch.compile(model, dynamic=False)
-
-
-# %% The record and report of a training run (05, 12) -------------------------------------------
-def epochs_left(first_epoch, epochs, planned_epochs):
-    """Whether a training run (05, 12) has epochs to train from `first_epoch` to `epochs`; a
-    resumed run that has them all says so, and one asked to go past the `planned_epochs` of its
-    learning-rate schedule says what those extra epochs get."""
-    if first_epoch > epochs:
-        print(f"Nothing to do: it already trained {first_epoch - 1} epochs; pass a larger "
-              "--epochs to train more.")
-        return False
-    if epochs > planned_epochs:
-        # Stretching the schedule now would raise the learning rate again and undo the settling
-        # of the last epochs; the extra epochs go on at its last, lowest learning rate instead.
-        print(f"The learning-rate schedule was planned for {planned_epochs} epochs; epochs "
-              f"{planned_epochs + 1}-{epochs} train at its last rate. For a full schedule over "
-              f"{epochs} epochs, start a new run.")
-    return True
-
-
-def training_config(args, classes, mean, std, epochs, steps_per_epoch):
-    """What 05's and 12's checkpoints record about a run: 06-08 rebuild the model and prepare
-    images from it, and --resume refuses to go on with other settings. `epochs` is the length
-    the learning-rate schedule was planned for."""
-    data = import_script("03_data")
-    return {
-        # mean and std hold one number per channel: 3 for colour images, 1 for grayscale.
-        "model": {"size": args.model_size, "num_classes": len(classes), "in_channels": len(mean)},
-        "image_size": data.IMAGE_SIZE, "classes": list(classes), "mean": list(mean),
-        "std": list(std), "data": data.data_source(args.data_dir, args.fake_data),
-        "data_dir": None if args.fake_data else str(Path(args.data_dir).resolve()),
-        "epochs": epochs, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-        "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-        "augment": not args.no_augment, "steps_per_epoch": steps_per_epoch,
-    }
-
-
-def report_training_run(run, args):
-    """At the end of a training run (checkpointing.TrainingRun): draw the curves, say where
-    every file is, and print the 06_evaluate.py command that evaluates its best.pt."""
-    import shlex
-
-    import figures  # matplotlib, loaded here: only a finished run draws, and it takes a second
-
-    curves_path = figures.plot_history(run.history, Path(args.output_dir) / "training_curves.png")
-    print(f"Checkpoints: {run.last_path} and {run.best_path}\nHistory: {run.history_path}\n"
-          f"Plot: {curves_path}")
-    if args.fake_data:
-        print("(Random images with random labels: about 10% is chance, and all any network can "
-              "score here. This run only checks that the code runs.)")
-    command = ["python", "06_evaluate.py"]
-    if args.fake_data:
-        command.append("--fake-data")
-    elif args.data_dir != DATA_DIR:
-        command += ["--data-dir", shlex.quote(str(args.data_dir))]
-    if run.best_path not in (CHECKPOINT_DIR / "best.pt", CHECKPOINT_DIR / "fake" / "best.pt"):
-        command += ["--checkpoint", shlex.quote(str(run.best_path))]
-    print("Next: " + " ".join(command))

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # draw into files, never a window: works on servers and over SSH
 import matplotlib.pyplot as plt  # noqa: E402  (must come after matplotlib.use)
 from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
+import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import common  # noqa: E402
@@ -191,6 +192,19 @@ def save_image_grid(tiles, row_names, title, path):
     axes.set_title(title)
     axes.axis("off")  # a picture, not a plot: no ticks or frame
     return save(figure, path, dpi=100, bbox_inches="tight")
+
+
+def save_images_by_class(images, labels, classes, path, per_class=8, max_classes=10):
+    """save_image_grid with one row per class (the first `max_classes` classes), each showing
+    the first `per_class` of its images (white where a class has fewer). `images` are uint8
+    (N, C, H, W), `labels` int64 class indices (N,), `classes` the class names. Returns `path`."""
+    shown = range(min(len(classes), max_classes))
+    tiles = torch.full((len(shown), per_class, *images.shape[1:]), 255, dtype=torch.uint8)
+    for row, class_index in enumerate(shown):
+        of_class = (labels == class_index).nonzero().flatten()[:per_class]
+        tiles[row, :len(of_class)] = images[of_class]
+    return save_image_grid(tiles, [classes[index] for index in shown], "Training images, by class",
+                           path)
 
 
 def plot_history(history, path):

@@ -1,5 +1,6 @@
 """Plumbing for reading image files of any format, mode and size: the code that 03_data.py
-(training on a folder of your own images) and 08_predict.py (classifying your photos) share.
+(training on a folder of your own images) and 08_predict.py (classifying your photos) share;
+and, at the end, the checks that make 03's in-memory pipeline refuse wrong inputs.
 
 It is Pillow, not PyTorch, and you never need to open this file to follow a lesson. What
 open_image does on the way from a file to the image the network is shown:
@@ -295,3 +296,44 @@ def keep_classes(images, labels, classes, wanted):
     labels = new_label[labels]
     chosen = labels >= 0
     return images[chosen], labels[chosen], tuple(classes[index] for index in kept)
+
+
+# %% Checks of 03_data.py's in-memory pipeline ---------------------------------------------------
+def check_batch(images, mean, std):
+    """Refuse, for 03's normalize, what would be normalised wrongly: images that are not uint8 (a
+    float batch was already scaled: dividing by 255 again leaves numbers near 0 that still train,
+    badly and silently), and statistics for another number of channels (which would quietly
+    broadcast one grey channel into three). Cheap: it reads shapes only, never values on a GPU."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 images (0..255), got {images.dtype}; images "
+                        "that are already floats were scaled before and must not be again")
+    mean_count, std_count = (torch.as_tensor(value).numel() for value in (mean, std))
+    if mean_count != images.shape[1] or std_count != images.shape[1]:
+        raise ValueError(f"the images have {images.shape[1]} channels but mean and std have "
+                         f"{mean_count} and {std_count} values")
+
+
+def check_loader_arguments(images, labels, mean, std, padding=0):
+    """Refuse, for 03's InMemoryLoader, what would train on wrong numbers or fail only at the
+    first batch: images that are not uint8 (N, C, H, W) with one label each; statistics that are
+    not C numbers each of pixels scaled to [0, 1] (a mean outside [0, 1] or a std above 1 was
+    computed on the 0..255 scale, and would squash every input to nearly one value); and a crop
+    `padding` (0 when not augmenting) not below the image's height and width. Returns (mean,
+    std) as float32 tensors."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or len(labels) != len(images):
+        raise ValueError("InMemoryLoader takes uint8 images (N, C, H, W) and one label per "
+                         f"image; got {images.dtype} {tuple(images.shape)} and {len(labels)} "
+                         "labels")
+    channels, height, width = images.shape[1:]
+    mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+    std = torch.as_tensor(std, dtype=torch.float32).flatten()
+    if not (len(mean) == len(std) == channels and (mean >= 0).all() and (mean <= 1).all()
+            and (std > 0).all() and (std <= 1).all()):
+        raise ValueError(f"the images have {channels} channel(s), so mean and std need "
+                         f"{channels} value(s) each, of pixels scaled to [0, 1] (mean 0 to "
+                         f"1, std above 0 and at most 1); got {mean.tolist()} and "
+                         f"{std.tolist()}")
+    if not 0 <= padding < min(height, width):
+        raise ValueError(f"padding must be from 0 to {min(height, width) - 1} for "
+                         f"{height}x{width} images, got {padding}")
+    return mean, std

@@ -37,6 +37,7 @@ from torch import nn
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in benchmarks/; common.py is one folder up
 import common  # noqa: E402  (needs the line above)
+import training_tools  # noqa: E402
 
 data = common.import_script("03_data")
 models = common.import_script("04_model")
@@ -93,7 +94,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
         scheduler = None
         loss_fn = nn.CrossEntropyLoss()
     else:
-        model = training.make_model("small", len(classes), device)
+        model = training_tools.make_model("small", len(classes), device)
         if row == "no batch-norm":
             for block in [model.stem, *model.blocks]:
                 for name, child in block.named_children():
@@ -144,7 +145,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                 history[key].append(value)
             improved = val_accuracy > best
             best = max(best, val_accuracy)
-            training.print_epoch(row_numbers, args.epochs, improved)
+            training_tools.print_epoch(row_numbers, args.epochs, improved)
     except FloatingPointError as error:
         print(f"{row}: diverged ({error})")
         return {"row": row, "diverged": True, "seconds": time.perf_counter() - start}

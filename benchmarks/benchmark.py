@@ -12,7 +12,8 @@ What it measures, in images per second and milliseconds per batch
         on the device, with the same loss, optimizer and bfloat16 setting as 05_train.py
     3.  the full training loop: 05_train.py's own train_one_epoch, data pipeline included
     3c. only with --compile: row 3 again with the model compiled as `05_train.py --compile`
-        compiles it (common.compile_model); compiling takes a minute or more, so it is opt-in
+        compiles it (training_tools.compile_model); compiling takes a minute or more, so it is
+        opt-in
 The ratio full loop / model alone says how much the data pipeline costs: at 1.3x or below, the
 model's own compute dominates and the pipeline is not the bottleneck.
 
@@ -46,6 +47,7 @@ from torch.utils.data import DataLoader
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in benchmarks/; common.py is one folder up
 import common  # noqa: E402  (needs the line above)
+import training_tools  # noqa: E402
 
 data = common.import_script("03_data")  # the data pipeline
 models = common.import_script("04_model")  # the network
@@ -64,7 +66,7 @@ def parse_args():
     bench = parser.add_argument_group("benchmark")
     bench.add_argument("--model-size", choices=sorted(models.MODEL_SIZES), default="small",
                        help="the network to time (see 04_model.py)")
-    bench.add_argument("--workers", type=common.non_negative_int, default=0,
+    bench.add_argument("--workers", type=common.worker_count, default=0,
                        help="DataLoader worker processes for row 1b (the per-image PIL pipeline) "
                             "only; 05_train.py's in-memory pipeline (rows 1a and 3) uses none")
     bench.add_argument("--batches", type=common.positive_int, default=None,
@@ -266,7 +268,8 @@ def time_full_loop(training, train_loader, device, warmup, batches, mixed_precis
 
 # %% 3c. The full training loop, compiled (--compile) ----------------------------------------------
 def time_compiled_full_loop(training, train_loader, device, warmup, batches, mixed_precision):
-    """Row 3 with the model compiled as `05_train.py --compile` compiles it (common.compile_model).
+    """Row 3 with the model compiled as `05_train.py --compile` compiles it
+    (training_tools.compile_model).
 
     The first training batch compiles the model: it is timed on its own, as the cost a run pays
     once at its start, and then row 3's measurement runs on the compiled model.
@@ -276,7 +279,7 @@ def time_compiled_full_loop(training, train_loader, device, warmup, batches, mix
     """
     model, loss_fn, optimizer, scheduler = training
     start = time.perf_counter()
-    compiled_model = common.compile_model(model, device)
+    compiled_model = training_tools.compile_model(model, device)
     train.train_one_epoch(compiled_model, NextBatches(endless(train_loader), 1), loss_fn,
                           optimizer, device, scheduler, mixed_precision=mixed_precision,
                           description="compiling")

@@ -343,7 +343,7 @@ def test_torchvisions_random_crop_and_flip_makes_the_same_kind_of_image():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     for image in images:
-        output = transforms.PILToTensor()(geometric(data.to_pil(image)))
+        output = transforms.PILToTensor()(geometric(transforms.ToPILImage()(image)))
         candidates = shifted_and_flipped(image.float(), padding=data.AUGMENT_PADDING)
         assert (candidates == output.float()).flatten(1).all(dim=1).sum() == 1
 
@@ -404,7 +404,8 @@ def test_prepare_batch_gives_eval_transforms_numbers():
     _, eval_transform = data.make_transforms(MEAN, STD)
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
-    by_torchvision = torch.stack([eval_transform(data.to_pil(image)) for image in images])
+    to_pil = data.transforms.ToPILImage()
+    by_torchvision = torch.stack([eval_transform(to_pil(image)) for image in images])
     assert (data.prepare_batch(images, "cpu", MEAN, STD) - by_torchvision).abs().max() < 1e-5
 
 

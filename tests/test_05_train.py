@@ -393,9 +393,9 @@ def checkpoint_weight_names(path):
 
 
 def test_compiled_model_names_its_weights_with_a_prefix():
-    # Why common.compile_model's docstring says to save the original model: the wrapper's state_dict
-    # names every weight "_orig_mod.<name>". (torch.compile only wraps here; nothing compiles
-    # until the wrapper is called.)
+    # Why training_tools.compile_model's docstring says to save the original model: the
+    # wrapper's state_dict names every weight "_orig_mod.<name>". (torch.compile only wraps
+    # here; nothing compiles until the wrapper is called.)
     model = load_script(SCRIPT).models.build_model("small", num_classes=10)
     compiled = torch.compile(model, dynamic=False)
     assert compiled._orig_mod is model

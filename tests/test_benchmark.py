@@ -154,7 +154,7 @@ def test_compiled_full_loop_compiles_once_then_times_like_row_3(benchmark_module
         calls.append((model, len(list(loader))))
         return 0.0, 0.0
 
-    monkeypatch.setattr(benchmark_module.common, "compile_model", recording_compile_model)
+    monkeypatch.setattr(benchmark_module.training_tools, "compile_model", recording_compile_model)
     monkeypatch.setattr(benchmark_module.train, "train_one_epoch", recording_train_one_epoch)
     images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
     train_split = benchmark_module.data.Split(images, torch.zeros(10, dtype=torch.long))
@@ -163,8 +163,8 @@ def test_compiled_full_loop_compiles_once_then_times_like_row_3(benchmark_module
     seconds, compile_seconds = benchmark_module.time_compiled_full_loop(
         ("model", None, None, None), train_loader, torch.device("cpu"), warmup=2, batches=3,
         mixed_precision=False)
-    # common.compile_model wraps the model once; one batch compiles it, then row 3's warm-up and
-    # timed batches run on the compiled model.
+    # training_tools.compile_model wraps the model once; one batch compiles it, then row 3's
+    # warm-up and timed batches run on the compiled model.
     assert calls == [("compile", "model"), ("compiled model", 1), ("compiled model", 2),
                      ("compiled model", 3)]
     assert seconds > 0 and compile_seconds > 0

@@ -35,9 +35,11 @@ def inline_code(text):
 
 def defined_flags(script):
     """The --flags a script accepts: its own, those common.py's parsers add, and those of the
-    lessons it imports (12_distributed.py takes 05_train.py's training flags)."""
+    lessons and plumbing it imports (05 and 12 take training_tools.py's training flags)."""
     source = (REPO_DIR / script).read_text()
     imported = re.findall(r"""import_script\(["'](\w+)["']\)""", source)
+    imported += [name for name in re.findall(r"^import (\w+)", source, re.MULTILINE)
+                 if (REPO_DIR / f"{name}.py").exists()]
     sources = source + "".join((REPO_DIR / f"{name}.py").read_text()
                                for name in ["common", *imported])
     return set(re.findall(r"""["'](--[a-z][a-z0-9-]*)["']""", sources))

@@ -32,3 +32,8 @@ def test_flags_out_of_range_are_one_line_each(capsys):
     assert parser.parse_args(["--seed", str(2 ** 31 - 1)]).seed == 2 ** 31 - 1
     assert "cat is named twice" in flag_error(parser, "--classes", "cat,dog,cat", capsys=capsys)
     assert parser.parse_args(["--classes", "cat,dog"]).classes == ("cat", "dog")
+    # --workers (03_data.py, benchmarks/benchmark.py): each is a whole process.
+    parser.add_argument("--workers", type=common.worker_count, default=0)
+    assert "must be at most 64, got 65" in flag_error(parser, "--workers", "65", capsys=capsys)
+    assert "must be 0 or more" in flag_error(parser, "--workers", "-1", capsys=capsys)
+    assert parser.parse_args(["--workers", "64"]).workers == 64
