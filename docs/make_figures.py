@@ -90,14 +90,21 @@ def shrink(source, target):
                                                                   optimize=True))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+def docs_parser(docstring, checkpoint=True):
+    """The flags docs/'s scripts share: --data-dir, and --checkpoint unless checkpoint=False.
+    The description is the first line of the script's `docstring`."""
+    parser = argparse.ArgumentParser(description=docstring.splitlines()[0],
                                      formatter_class=common.HelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=common.DATA_DIR,
                         help="the CIFAR-10 data, as for the lessons")
-    parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
-                        help="the trained model (05_train.py's best.pt)")
-    args = parser.parse_args()
+    if checkpoint:
+        parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
+                            help="the trained model (05_train.py's best.pt)")
+    return parser
+
+
+def main():
+    args = docs_parser(__doc__).parse_args()
     checkpoint = checkpointing.load_checkpoint(args.checkpoint, device="cpu")
     # last.pt, beside best.pt, holds the history of every epoch; best.pt only up to its own.
     last_path = args.checkpoint.with_name("last.pt")

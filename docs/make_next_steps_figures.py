@@ -18,7 +18,6 @@ docs/figures/next_steps.json, and --redraw draws the figures again from that fil
 The figures are 256-colour PNGs, as docs/make_figures.py makes them.
 """
 
-import argparse
 import json
 import math
 import os
@@ -34,7 +33,7 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in docs/; common.py is one folder up
 sys.path.insert(0, str(REPO_DIR / "docs"))  # and make_figures.py beside it
 import common  # noqa: E402  (needs the lines above)
-from make_figures import machine, shrink  # noqa: E402
+from make_figures import docs_parser, machine, shrink  # noqa: E402
 
 FIGURES_DIR = REPO_DIR / "docs" / "figures"
 RECORD = FIGURES_DIR / "next_steps.json"
@@ -372,10 +371,7 @@ def draw_all(record, figures_dir):
 
 # %% The command ---------------------------------------------------------------------------------
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=common.HelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=common.DATA_DIR,
-                        help="the CIFAR-10 data, as for the lessons")
+    parser = docs_parser(__doc__, checkpoint=False)
     parser.add_argument("--runs-dir", type=Path, default=common.CHECKPOINT_DIR / "next-steps",
                         help="where the runs write their checkpoints, results and logs")
     parser.add_argument("--figures-dir", type=Path, default=FIGURES_DIR,

@@ -10,14 +10,15 @@ get more than a few thresholds. It uses 06_evaluate.py's own predict(), so the p
 exactly the ones 06 counts.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in docs/; common.py is one folder up
-import checkpointing  # noqa: E402  (needs the line above)
+sys.path.insert(0, str(REPO_DIR / "docs"))  # and make_figures.py beside it
+import checkpointing  # noqa: E402  (needs the lines above)
 import common  # noqa: E402
+from make_figures import docs_parser  # noqa: E402
 
 PERCENTILES = (10, 25, 50, 75, 90)
 THRESHOLDS = (0.5, 0.82, 0.9, 0.95)  # 0.82: what label smoothing 0.2 aims at for 10 classes
@@ -48,13 +49,7 @@ def confidence_report(top, right, percentiles=PERCENTILES, thresholds=THRESHOLDS
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=common.HelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=common.DATA_DIR,
-                        help="the CIFAR-10 data, as for the lessons")
-    parser.add_argument("--checkpoint", type=Path, default=common.CHECKPOINT_DIR / "best.pt",
-                        help="the trained model (05_train.py's best.pt)")
-    args = parser.parse_args()
+    args = docs_parser(__doc__).parse_args()
     data = common.import_script("03_data")
     evaluation = common.import_script("06_evaluate")
     checkpoint = checkpointing.load_checkpoint(args.checkpoint, device="cpu")
