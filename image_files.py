@@ -309,8 +309,11 @@ def check_batch(images, mean, std):
                         "that are already floats were scaled before and must not be again")
     mean_count, std_count = (torch.as_tensor(value).numel() for value in (mean, std))
     if mean_count != images.shape[1] or std_count != images.shape[1]:
+        # (N, H, W, C), as image files and NumPy store pixels, is the usual cause.
+        layout = (" (if they are (N, H, W, C), put the channels first: "
+                  "images.permute(0, 3, 1, 2))" if images.shape[-1] == mean_count else "")
         raise ValueError(f"the images have {images.shape[1]} channels but mean and std have "
-                         f"{mean_count} and {std_count} values")
+                         f"{mean_count} and {std_count} values{layout}")
 
 
 def check_loader_arguments(images, labels, mean, std, padding=0):
@@ -320,10 +323,11 @@ def check_loader_arguments(images, labels, mean, std, padding=0):
     computed on the 0..255 scale, and would squash every input to nearly one value); and a crop
     `padding` (0 when not augmenting) not below the image's height and width. Returns (mean,
     std) as float32 tensors."""
-    if images.dtype != torch.uint8 or images.dim() != 4 or len(labels) != len(images):
+    if images.dim() != 4 or len(labels) != len(images):
         raise ValueError("InMemoryLoader takes uint8 images (N, C, H, W) and one label per "
                          f"image; got {images.dtype} {tuple(images.shape)} and {len(labels)} "
                          "labels")
+    check_batch(images, mean, std)  # uint8 (not already scaled), one mean and std per channel
     channels, height, width = images.shape[1:]
     mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
     std = torch.as_tensor(std, dtype=torch.float32).flatten()

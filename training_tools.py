@@ -248,35 +248,41 @@ def compile_model(model, device):
 # %% Checks: what train_one_epoch and evaluate refuse -------------------------------------------
 # Copied into another project, 05's two functions are called with other losses, schedulers,
 # loaders and targets; this check makes a wrong one fail at the first batch with one sentence,
-# instead of training on numbers that mean something else. Copy it with them.
-# Schedulers planned in epochs: stepped once per batch, they would decay far too soon.
-EPOCH_SCHEDULERS = (torch.optim.lr_scheduler.StepLR, torch.optim.lr_scheduler.MultiStepLR,
-                    torch.optim.lr_scheduler.ExponentialLR,
-                    torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
+# instead of training on numbers that mean something else. Copy it with them: it needs only torch.
 def check_arguments(loss_fn, outputs, labels, loader, batch_scheduler=None, evaluating=False):
     """Refuse, at the first batch, what train_one_epoch and evaluate would measure wrongly: a
     loss that is not the batch's mean (their sums turn means back into sums), a scheduler
-    planned in epochs passed as batch_scheduler, an evaluation that would skip images, and
-    outputs and labels that are not (batch, classes) scores and int64 class indices (batch,),
-    such as regression or one-hot targets. (A loss with class weights or ignore_index is a mean
-    over its own weights, so the reported loss is then close to, not exactly, the set's mean.)"""
+    planned in epochs passed as batch_scheduler, an evaluation that would skip or augment
+    images, and outputs and labels that are not (batch, classes) scores and int64 class indices
+    (batch,), such as regression or one-hot targets.
+
+    What it cannot see: a LambdaLR (or another schedule written as a function) planned in epochs;
+    and a loss with class weights or ignore_index is a mean over its own weights, so the reported
+    loss is then close to, not exactly, the set's mean."""
+    # Schedulers planned in epochs: stepped once per batch, they would decay far too soon.
+    schedulers = torch.optim.lr_scheduler
+    epoch_schedulers = (schedulers.StepLR, schedulers.MultiStepLR, schedulers.ExponentialLR,
+                        schedulers.ReduceLROnPlateau)
     with torch.no_grad():  # a mean is the same for the batch written twice; a sum doubles
         outputs = outputs.float()  # (bfloat16 under autocast would round the comparison)
         single = loss_fn(outputs, labels).float()
         doubled = loss_fn(torch.cat([outputs, outputs]), torch.cat([labels, labels])).float()
         summed = doubled.numel() != 1 or not torch.allclose(doubled, single, rtol=1e-3,
                                                             atol=1e-6, equal_nan=True)
-    horizon = getattr(batch_scheduler, "T_max", None)  # a cosine schedule's length, in steps
+    # A cosine schedule's length, or its first cycle's with warm restarts, in steps: shorter
+    # than one epoch, it was planned in epochs.
+    horizon = getattr(batch_scheduler, "T_max", None) or getattr(batch_scheduler, "T_0", None)
     if summed:
-        problem = "loss_fn must return the batch's mean loss (reduction='mean'), not a sum"
-    elif isinstance(batch_scheduler, EPOCH_SCHEDULERS) or (horizon and horizon < len(loader)):
+        problem = ("loss_fn must return the batch's mean loss (reduction='mean'), not a sum or "
+                   "one loss per image")
+    elif isinstance(batch_scheduler, epoch_schedulers) or (horizon and horizon < len(loader)):
         problem = (f"{type(batch_scheduler).__name__} is planned in epochs; call its step() after "
                    "each epoch instead of passing it as batch_scheduler")
     elif evaluating and (getattr(loader, "drop_last", False) or  # also a DataLoader's sampler's
                          getattr(getattr(loader, "batch_sampler", None), "drop_last", False)):
         problem = "evaluate must see every image, but the loader drops its last batch"
+    elif evaluating and getattr(loader, "augment", False):  # 03_data.InMemoryLoader's flag
+        problem = "evaluate must see the images as they are, but the loader augments them"
     elif not (outputs.ndim == 2 and labels.ndim == 1 and labels.dtype == torch.long):
         problem = (f"these functions measure a classifier: they need outputs (batch, classes) and "
                    f"int64 labels (batch,), not {tuple(outputs.shape)} and {tuple(labels.shape)} "

@@ -439,13 +439,17 @@ def test_loader_works_for_one_channel_64x64_images():
     (dict(mean=(float("nan"),)), "mean 0 to 1"),
     (dict(mean=(127.5,), std=(64.0,)), r"scaled to \[0, 1\]"),
     (dict(labels=torch.arange(69)), "one label per image"),
-    (dict(images=torch.rand(70, 1, 64, 64)), "uint8"),
+    # Floats were scaled already: the wrong type, and the sentence says why (normalize's).
+    (dict(images=torch.rand(70, 1, 64, 64)), "uint8 images .* already floats"),
     (dict(images=torch.zeros(70, 64, 64, dtype=torch.uint8)), r"\(N, C, H, W\)"),
+    # Channels last, as NumPy and image files store them: the sentence says what to do.
+    (dict(images=torch.zeros(70, 64, 64, 1, dtype=torch.uint8)), r"permute\(0, 3, 1, 2\)"),
     (dict(augment=True, padding=64), "padding must be from 0 to 63"),
 ])
 def test_loader_refuses_misuse_when_it_is_made(change, message):
     arguments = dict(images=torch.zeros(70, 1, 64, 64, dtype=torch.uint8), labels=torch.arange(70),
                      batch_size=32, device="cpu", mean=(0.5,), std=(0.25,))
     arguments.update(change)
-    with pytest.raises(ValueError, match=message):
+    error = TypeError if arguments["images"].is_floating_point() else ValueError
+    with pytest.raises(error, match=message):
         data.InMemoryLoader(**arguments)

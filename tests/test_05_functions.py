@@ -146,6 +146,15 @@ MISUSES = {
                                          loader_of(torch.randn(16, 1, 2, 2),
                                                    torch.randint(0, 3, (16,))),
                                          nn.CrossEntropyLoss(), "CosineAnnealingLR"),
+    # Warm restarts whose first cycle is 1 epoch's worth of steps, given to a loader of 4 batches.
+    "warm restarts planned in epochs": lambda: (
+        nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+        loader_of(torch.randn(16, 1, 2, 2), torch.randint(0, 3, (16,))),
+        nn.CrossEntropyLoss(), "CosineAnnealingWarmRestarts"),
+    # One loss per image (reduction="none"): its sum would be taken for the batch's mean.
+    "per-image losses": lambda: (nn.Sequential(nn.Flatten(), nn.Linear(4, 3)),
+                                 loader_of(torch.randn(8, 1, 2, 2), torch.randint(0, 3, (8,))),
+                                 nn.CrossEntropyLoss(reduction="none"), None),
     # Segmentation: one class per pixel.
     "per-pixel targets": lambda: (nn.Conv2d(1, 3, 1), loader_of(torch.randn(8, 1, 2, 2),
                                                                 torch.randint(0, 3, (8, 2, 2))),
@@ -161,6 +170,8 @@ def test_what_would_be_measured_wrongly_is_refused_by_both_functions(misuse):
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     elif scheduler == "CosineAnnealingLR":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
+    elif scheduler == "CosineAnnealingWarmRestarts":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=1)
     before = [parameter.detach().clone() for parameter in model.parameters()]
     with pytest.raises(ValueError) as error:
         training.train_one_epoch(model, loader, loss_fn, optimizer, "cpu", scheduler)
@@ -185,6 +196,12 @@ def test_evaluate_refuses_a_loader_that_skips_images_and_a_nan_loss():
     with pytest.raises(ValueError, match="every image"):
         training.evaluate(model, DataLoader(TensorDataset(images, labels), batch_sampler=sampler),
                           nn.CrossEntropyLoss(), "cpu")
+    # 03's InMemoryLoader with augment=True: random crops would change what is measured.
+    augmenting = data.InMemoryLoader(
+        torch.zeros(10, 1, 2, 2, dtype=torch.uint8), labels, 4, "cpu", (0.5,), (0.25,),
+        augment=True, padding=1)
+    with pytest.raises(ValueError, match="augments them"):
+        training.evaluate(model, augmenting, nn.CrossEntropyLoss(), "cpu")
     with torch.no_grad():
         model[1].weight.fill_(float("nan"))
     with pytest.raises(FloatingPointError):
