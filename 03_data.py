@@ -19,7 +19,6 @@ How to run it (or one `# %%` cell at a time, in VS Code or Jupyter)
     python 03_data.py --fake-data              # random images, offline, in seconds
     python 03_data.py --data-dir my_images     # your images: my_images/{train,test}/<class>/*.jpg
     python 03_data.py --workers 2              # load the per-image pipeline in 2 processes
-    python 03_data.py --help                   # every flag and its default
 
 Reads CIFAR-10 (170 MB, downloaded into --data-dir the first time) or your images. Writes
 outputs/data_samples.png (examples of every class) and outputs/data_augmentation.png (random
@@ -42,14 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 import common
-import image_files
 from common import numbers  # "0.1235, 0.5000, ...": floats printed alike
 # Plumbing, in image_files.py: where the images come from (CIFAR-10's download, a folder of image
 # files of any format and size, FakeData's random images), used by load_split in section 1; and
 # the checks that make section 8's pipeline refuse wrong inputs in one sentence.
 from image_files import (CIFAR10_CLASSES, IMAGE_SIZE, check_batch, check_loader_arguments,
-                         data_source, download_cifar10, keep_classes, read_fake_data,
-                         read_image_folder)
+                         data_source, download_cifar10, keep_classes, open_image,
+                         read_fake_data, read_image_folder)
 
 # Plumbing, safe to skip: plain error messages, the command-line flags, the device and the seed.
 if __name__ == "__main__":
@@ -130,7 +128,7 @@ if __name__ == "__main__":
 # model does on new images. So we hold out part of the training set for these choices (the
 # validation set) and use the test set once, at the very end (06_evaluate.py). The split comes
 # first: the held-out images stand for new ones, so nothing about them may shape the training,
-# not even the averages of section 3.
+# not even the averages of section 3 (which says why CIFAR-10's published ones are the exception).
 VALIDATION_SIZE = 5000  # images held out of CIFAR-10's 50,000 training images
 # The split uses its own fixed seed, not --seed: every run and every script holds out the same
 # images, so validation accuracies can be compared across runs and a resumed run never trains on
@@ -300,7 +298,7 @@ if __name__ == "__main__":
         # Images of any size: first scaled (shorter side to 32) and cut to the centre square.
         # loader= reads one file: image_files.open_image reads any format as RGB.
         dataset = datasets.ImageFolder(
-            args.data_dir / "train", loader=lambda path: image_files.open_image(path)[0],
+            args.data_dir / "train", loader=lambda path: open_image(path)[0],
             transform=transforms.Compose([transforms.Resize(IMAGE_SIZE),
                                           transforms.CenterCrop(IMAGE_SIZE), train_transform]))
     else:
@@ -317,8 +315,8 @@ if __name__ == "__main__":
 # You write one when your data does not come in a shape torchvision knows: say, all images in one
 # folder with their labels in a CSV file. Then __init__ reads the CSV into a list of (file name,
 # label) pairs, and __getitem__ opens file number i and applies the transform. Reading each file
-# only when it is asked for means the dataset can be far larger than your memory. Ours keeps the
-# images in memory, which lets the two parts of section 2 each have their own transform.
+# only when it is asked for means the dataset can be far larger than your memory. Ours is made
+# from one Split at a time, so each part of section 2 gets its own transform.
 class ImageDataset(Dataset):
     """uint8 images (N, 3, H, W) and int64 labels (N,) held in memory, handed out one at a time
     as (transform(PIL image), label), as torchvision.datasets.CIFAR10 does inside (transform=None
@@ -351,22 +349,22 @@ if __name__ == "__main__":
     val_dataset = ImageDataset(val.images, val.labels, eval_transform)
     print(f"len(train_dataset): {len(train_dataset):,} | len(val_dataset): {len(val_dataset):,}")
     image, label = train_dataset[0]  # Python turns dataset[0] into dataset.__getitem__(0)
-    print(f"train_dataset[0]: image shape {tuple(image.shape)}, dtype {image.dtype}; "
-          f"label {label}")
+    print(f"train_dataset[0]: image shape {tuple(image.shape)}, dtype {image.dtype}; label {label}")
 
 
 # %% 7. DataLoader --------------------------------------------------------------------------------
-# A network learns from a batch of images at a time: one image gives a noisy gradient, all 45,000
-# at once would not fit and would give one update per epoch. The DataLoader asks the dataset for
-# batch_size samples and stacks them into one tensor ("collate"). Its options (GUIDE.md, "The
-# data", says more about each):
+# A network learns from a batch of images at a time: one image gives a noisy gradient; all 45,000
+# at once would give one update per epoch, and their activations would not fit in memory. The
+# DataLoader asks the dataset for batch_size samples and stacks them into one tensor ("collate").
+# Its options (GUIDE.md, "The data", says more about each):
 # - shuffle=True: a new order every epoch, so batches mix the classes; evaluation keeps one.
 # - num_workers: processes that load batches while the main one trains (0: it loads them
 #   itself). A worker may start by importing this file: hence `if __name__ == "__main__":`.
 #   persistent_workers=True keeps them from one epoch to the next.
 # - pin_memory=True: page-locked batches, which a CUDA GPU copies in the background.
 # - drop_last=True: every training step sees a full batch (a few images give a noisy step and
-#   poor batch-norm statistics); not when the set is smaller than one batch, nor in evaluation.
+#   poor batch-norm statistics, 04_model.py); not when the set is smaller than one batch, nor in
+#   evaluation.
 if __name__ == "__main__":
     common.section("7. DataLoader: batches, shuffling, workers, pinned memory")
     pin_memory = device.type == "cuda"
@@ -391,7 +389,7 @@ if __name__ == "__main__":
 # %% 8. The fast pipeline that 05_train.py uses ----------------------------------------------------
 # The pipeline of sections 4-7 does about ten small steps per image (make a PIL image, pad, crop,
 # flip, convert, normalise, then stack a batch of them): for 32x32 images the time goes into that
-# bookkeeping, not the pixels, and a GPU waits for the CPU. CIFAR-10 fits in memory (150 MB as
+# bookkeeping, not the pixels, and a GPU waits for the CPU. CIFAR-10 fits in memory (154 MB as
 # bytes), so 05_train.py does each step once per batch: a batch leaves memory in one indexing
 # operation, goes to the device as bytes (4 times less to copy than float32), and is normalised,
 # cropped and flipped there. The same kind of images, much faster (benchmarks/benchmark.py, rows
@@ -424,7 +422,8 @@ def random_crop_and_flip(images, padding=AUGMENT_PADDING, flip=True):
     # left), for top and left from 0 to 2 * padding. It is a view: nothing is copied.
     windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # (B, C, 2p+1, 2p+1, H, W)
     # Each image draws its own corner. Tensors used as indices pick element by element
-    # (01_tensors.py, section 4): crop i is windows[i, :, top[i], left[i]].
+    # (01_tensors.py, section 4): crop i is windows[i, :, top[i], left[i]]. (The picked
+    # dimension comes first in the result, so the crops are (B, C, H, W).)
     top = torch.randint(0, 2 * padding + 1, (batch,), device=device)
     left = torch.randint(0, 2 * padding + 1, (batch,), device=device)
     crops = windows[torch.arange(batch, device=device), :, top, left]  # (B, C, H, W), a copy
@@ -442,6 +441,8 @@ def prepare_batch(images, device, mean, std, augment=False, padding=AUGMENT_PADD
     if asked (random_crop_and_flip with `padding` and `flip`), in the channels_last layout. Every
     script that feeds the network goes through here, so all get the same kind of input."""
     images = normalize(images.to(device, non_blocking=True), mean, std)
+    # Section 4 crops, then normalises; here the other order gives the same numbers, since
+    # normalising changes each pixel alone and reflect padding only copies pixels.
     if augment:
         images = random_crop_and_flip(images, padding, flip)
     # channels_last stores each pixel's channels next to each other, the layout the fast
@@ -506,8 +507,8 @@ class InMemoryLoader:
 
 if __name__ == "__main__":
     common.section("8. The fast pipeline that 05_train.py uses")
-    fast_loader = InMemoryLoader(*train, args.batch_size, device, mean, std, shuffle=True,
-                                 augment=True, drop_last=True)
+    fast_loader = InMemoryLoader(train.images, train.labels, args.batch_size, device, mean, std,
+                                 shuffle=True, augment=True, drop_last=True)
     batch, batch_labels = next(iter(fast_loader))
     print(f"InMemoryLoader: {len(fast_loader)} batch(es) per epoch; one batch: images "
           f"{tuple(batch.shape)} {batch.dtype} on {batch.device}, labels "
@@ -526,9 +527,8 @@ if __name__ == "__main__":
     import figures
 
     common.section("9. A look at the images")
-    # One row per class (the first ten classes): its first 8 training images.
-    samples_path = figures.save_images_by_class(*train, classes, args.output_dir /
-                                                "data_samples.png")
+    samples_path = args.output_dir / "data_samples.png"  # a row per class: its first 8 images
+    figures.save_images_by_class(train.images, train.labels, classes, samples_path)
     print("training images by class:", samples_path)
 
     # Eight images (top row), then three random crops and flips of each, as 05_train.py makes them.

@@ -13,7 +13,7 @@ Run it
     python 05_train.py --epochs 10                       # CIFAR-10 (downloaded into data/)
     python 05_train.py --epochs 10 --model-size large    # the bigger network, for a GPU
     python 05_train.py --epochs 1 --fake-data            # offline check (into checkpoints/fake/)
-    python 05_train.py --dry-run                         # one batch of everything, no files
+    python 05_train.py --dry-run                         # one batch per epoch, no files
     python 05_train.py --epochs 10 --resume              # finish an interrupted run
     python 05_train.py --epochs 10 --overwrite           # train again over the last run
     python 05_train.py --help                            # every flag, with its default
@@ -51,7 +51,7 @@ models = common.import_script("04_model")
 # The flags (see --help) change a run; these constants are the rest of the recipe: the momentum,
 # and the learning-rate schedule of make_scheduler (below). GUIDE.md ("What each part of the
 # recipe buys") says how they were chosen.
-MOMENTUM = 0.9  # SGD steps along a sum of past gradients, each one weighted 0.9x the next
+MOMENTUM = 0.9  # SGD steps along a sum of past gradients: one from k steps ago counts 0.9^k
 WARMUP_FRACTION = 0.25  # share of the steps spent raising the learning rate to its peak
 START_FACTOR = 0.1  # the warm-up starts at peak / 10
 END_FACTOR = 0.001  # and the decay ends at peak / 1000
@@ -248,6 +248,20 @@ def default_lr(batch_size):
     return PEAK_LR_PER_512_IMAGES * batch_size / 512
 
 
+# %% The command line (plumbing: --help lists the flags) -------------------------------------------
+def parse_args():
+    """05's flags: the shared data and training flags (training_tools.py), plus --compile."""
+    parser, training = training_tools.training_parser(
+        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
+        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
+        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
+        model_sizes=models.MODEL_SIZES)
+    training.add_argument("--compile", action="store_true",
+                          help="run the model through torch.compile: the first epoch is slower "
+                               "while it compiles; later steps may be faster (GUIDE.md)")
+    return training_tools.parse_training_args(parser, common.default_checkpoint_dir)
+
+
 # %% The whole run ---------------------------------------------------------------------------------
 def main():
     # ---- Plumbing: flags, device, seed and the run's folder (skip on a first read) -------------
@@ -270,12 +284,12 @@ def main():
 
     # ---- Data (03_data.py), model (04_model.py), loss, optimizer, schedule ----------------------
     # 03_data.py's InMemoryLoader: batches normalised and on the device; training batches shuffled,
-    # cropped and flipped, validation batches as they are (twice as many images: no graph to keep).
+    # cropped and flipped, validation batches as they are, twice as large (no graph to keep).
     train_loader, val_loader, classes, mean, std = training_tools.make_loaders(args, device)
     model = training_tools.make_model(args.model_size, len(classes), device, in_channels=len(mean))
-    # Cross-entropy compares the scores with the true class. Label smoothing (0.2) spreads that
-    # share of the target over all 10 classes: 0.82 for the true one, 0.02 for each other, so the
-    # network is never pushed to total certainty, which generalises better. So the loss cannot
+    # Cross-entropy compares the scores with the true class. Label smoothing (default 0.2) spreads
+    # that share of the target over all 10 classes: 0.82 for the true one, 0.02 for each other, so
+    # the network is never pushed to total certainty, which generalises better. So the loss cannot
     # reach 0 (its floor is about 0.87), and after 10 epochs the top probability of a right answer
     # is 0.77 in the median, above 0.95 for only 2% of them (GUIDE.md, 08's chapter).
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
@@ -323,27 +337,13 @@ def main():
         return
     print(f"\nBest validation accuracy: {100 * run.best:.2f}%   training time: "
           f"{seconds:.0f} s ({seconds / 60:.1f} min)")
-    # The curves, where the files are, and the command to run next.
-    training_tools.report_training_run(run, args)
+    training_tools.report_training_run(run, args)  # the curves, the files, the next command
     common.section("Summary: what you just did")
     print("""\
 - ran the seven steps on every batch: batch, device, zero_grad, forward, loss, backward, step
 - measured the network on held-out images after every epoch, in eval mode, without gradients
 - trained with SGD, momentum and weight decay, and a warm-up-then-decay learning-rate schedule
 - kept the best and the last checkpoint, and the history of every epoch, safe to resume""")
-
-
-def parse_args():
-    """05's flags: the shared data and training flags (training_tools.py), plus --compile."""
-    parser, training = training_tools.training_parser(
-        "Train the CIFAR-10 network and save checkpoints. Unless given, --batch-size is 256 for "
-        "the small model (more updates per epoch, and fast on a CPU) and 512 for the large one "
-        "(a GPU needs big batches to stay busy), and --lr is 0.6 x batch size / 512.",
-        model_sizes=models.MODEL_SIZES)
-    training.add_argument("--compile", action="store_true",
-                          help="run the model through torch.compile: the first epoch is slower "
-                               "while it compiles; later steps may be faster (GUIDE.md)")
-    return training_tools.parse_training_args(parser, common.default_checkpoint_dir)
 
 
 if __name__ == "__main__":

@@ -296,8 +296,10 @@ class TrainingRun:
         self.history, self.best = checkpoint["history"], checkpoint[self.best_key]
         self.epoch = self.saved_epoch = checkpoint["epoch"]
         if self.writer:
+            best = (f"{100 * self.best:.2f}%" if "accuracy" in self.monitor  # as the epochs
+                    else f"{self.best:.4g}")  # print it
             print(f"Resuming from {self.last_path}: {self.epoch} epoch(s) done, best "
-                  f"{self.monitor} so far {self.best:.4g}")
+                  f"{self.monitor} so far {best}")
             if not self.dry_run:  # a run killed just after saving last.pt left it one epoch behind
                 self.write_history()
         return self.epoch + 1

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # draw into files, never a window: works on servers and over SSH
 import matplotlib.pyplot as plt  # noqa: E402  (must come after matplotlib.use)
 from matplotlib.patches import FancyBboxPatch, Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -230,6 +231,7 @@ def plot_history(history, path):
     accuracy_axes.plot(epochs, [100 * a for a in history["val_accuracy"]], "o-", label="validation")
     accuracy_axes.set(title="Accuracy (higher is better)", xlabel="epoch", ylabel="%")
     for axes in (loss_axes, accuracy_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         axes.grid(alpha=0.3)
         axes.legend()
     figure.tight_layout()

@@ -321,6 +321,8 @@ def test_best_checkpoint_is_the_epoch_with_the_best_validation_accuracy(easy_run
 def test_resume_keeps_the_history_and_adds_the_new_epoch(easy_run, resumed_run):
     assert_ok(resumed_run.result)
     assert "Resuming from" in resumed_run.result.stdout
+    # The best accuracy so far as the epoch lines print accuracies: a percentage.
+    assert re.search(r"best val_accuracy so far \d+\.\d\d%", resumed_run.result.stdout)
     assert re.search(r"^epoch +3/3 ", resumed_run.result.stdout, re.MULTILINE)
     assert not re.search(r"^epoch +[12]/3 ", resumed_run.result.stdout, re.MULTILINE), \
         "a resumed run must not train the finished epochs again"

@@ -646,4 +646,5 @@ def test_the_generic_part_works_copied_with_only_userror_and_write_atomically(tm
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "1 2 0.5" and lines[1].startswith("Resuming from run/last.pt: 2 epoch(s)")
+    assert lines[1].endswith("best val_loss so far 0.5")  # a loss is printed as it is
     assert lines[2] == "3 6 0.16666666666666666"
