@@ -128,14 +128,17 @@ def join_process_group(device_name):
 
 
 def leave_process_group():
-    """destroy_process_group, and a moment for the backend's threads to finish."""
+    """A moment for the backend's threads to finish, then destroy_process_group."""
     if dist.is_initialized():
-        dist.destroy_process_group()
         # The backend's own threads can still be letting go of the tensors of the last exchange
-        # (an all_reduce returns as soon as its result is in). A thread that does so while Python
-        # is shutting down aborts the process ("terminate called without an active exception": a
-        # race in PyTorch, discussed in pytorch/pytorch#190489). Waiting a moment lets them finish.
-        time.sleep(0.2)
+        # (an all_reduce returns as soon as its result is in), and that needs Python's lock.
+        # Destroying the group waits for those threads while holding the lock: on torch 2.6 the
+        # process then hung for good, and a thread still busy when Python shuts down aborts it
+        # ("terminate called without an active exception"; a race in PyTorch, discussed in
+        # pytorch/pytorch#190489). Sleeping frees the lock and lets the threads finish first.
+        time.sleep(0.5)
+        dist.destroy_process_group()
+        time.sleep(0.2)  # the group can outlive destroy_process_group (DDP holds it): again
 
 
 # %% 2. Some steps in one process only ------------------------------------------------------------
