@@ -327,7 +327,7 @@ def main():
                    "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - epoch_start}
             # Saves best.pt (if validation accuracy improved), last.pt and history.json. A loss
             # ten times that of guessing (ln 10 = 2.3 for 10 classes) means the weights blew up.
-            improved = run.end_epoch(row, max_loss=10 * max(1.0, math.log(len(classes))))
+            improved = run.end_epoch(row, max_loss=checkpointing.blown_up_loss(len(classes)))
             training_tools.print_epoch(row, args.epochs, improved)
 
     # ---- What the run produced -----------------------------------------------------------------

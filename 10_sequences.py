@@ -515,7 +515,7 @@ if __name__ == "__main__":
                    "seconds": time.perf_counter() - epoch_start}
             # Saves best.pt (if the held-out loss fell), last.pt and history.json. A loss ten
             # times that of guessing (ln of the vocabulary size) means the weights blew up.
-            improved = run.end_epoch(row, max_loss=10 * max(1.0, math.log(len(vocabulary))))
+            improved = run.end_epoch(row, max_loss=checkpointing.blown_up_loss(len(vocabulary)))
             print(f"epoch {epoch:>3}/{num_epochs}  train loss {train_loss:.3f}  |  held-out loss "
                   f"{val_loss:.3f}, perplexity {row['val_perplexity']:6.2f}  |  "
                   f"{row['seconds']:5.1f} s" + ("  *best" if improved else ""))

@@ -49,7 +49,6 @@ the model's forward and backward passes, so the loop of 05 needs no edit.
 # %% Imports
 import atexit
 import contextlib
-import math
 import os
 import re
 import shlex
@@ -412,7 +411,7 @@ def train(args, rank, local_rank, world_size, device):
             # Every process has the same averaged numbers, so all decide alike (and all stop
             # together if the loss blew up); only rank 0 writes, the plain model's state_dict
             # (`model`, not ddp_model, whose names all start with "module."), in 05's layout.
-            improved = run.end_epoch(row, max_loss=10 * max(1.0, math.log(len(classes))))
+            improved = run.end_epoch(row, max_loss=checkpointing.blown_up_loss(len(classes)))
             training_tools.print_epoch(row, args.epochs, improved)
 
     # ---- What the run produced (section 5) -----------------------------------------------------

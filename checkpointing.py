@@ -149,6 +149,13 @@ def is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def blown_up_loss(num_choices):
+    """The cross-entropy above which a run has diverged: ten times that of a uniform guess over
+    `num_choices` classes (or characters), ln(num_choices), and at least 10. Pass it to
+    TrainingRun.end_epoch as max_loss."""
+    return 10 * max(1.0, math.log(num_choices))
+
+
 class TrainingRun:
     """Everything a training loop needs around it to be safe to stop, resume and trust.
 

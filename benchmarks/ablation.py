@@ -26,7 +26,6 @@ Rows run one after another; on a 2-core CPU each epoch takes a little over a min
 """
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ from torch import nn
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))  # this file lives in benchmarks/; common.py is one folder up
-import common  # noqa: E402  (needs the line above)
+import checkpointing  # noqa: E402  (needs the line above)
+import common  # noqa: E402
 import training_tools  # noqa: E402
 
 data = common.import_script("03_data")
@@ -139,7 +139,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                            "lr": optimizer.param_groups[0]["lr"],
                            "seconds": time.perf_counter() - epoch_start}
             # 05's divergence rule: a loss ten times that of guessing means the weights blew up.
-            if not max(train_loss, val_loss) < 10 * max(1.0, math.log(len(classes))):
+            if not max(train_loss, val_loss) < checkpointing.blown_up_loss(len(classes)):
                 raise FloatingPointError(f"the loss rose to {max(train_loss, val_loss):.3g}")
             for key, value in row_numbers.items():
                 history[key].append(value)

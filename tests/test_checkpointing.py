@@ -648,3 +648,10 @@ def test_the_generic_part_works_copied_with_only_userror_and_write_atomically(tm
     assert lines[0] == "1 2 0.5" and lines[1].startswith("Resuming from run/last.pt: 2 epoch(s)")
     assert lines[1].endswith("best val_loss so far 0.5")  # a loss is printed as it is
     assert lines[2] == "3 6 0.16666666666666666"
+
+
+def test_blown_up_loss_is_ten_uniform_guesses_and_at_least_ten():
+    import math
+    # 10 classes: a uniform guess costs ln 10 = 2.30, so 23.0 means the weights blew up.
+    assert checkpointing.blown_up_loss(10) == pytest.approx(10 * math.log(10))
+    assert checkpointing.blown_up_loss(2) == 10.0  # ln 2 = 0.69: the floor of 10 holds
