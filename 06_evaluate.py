@@ -3,7 +3,8 @@
 What you will learn
     - the evaluation loop: eval mode, no gradients, every test image exactly once
     - overall accuracy, and why it is not enough: accuracy per class and the confusion matrix
-    - test-time augmentation (TTA): averaging the prediction for an image and its mirror image
+    - test-time augmentation (TTA): averaging the predictions for an image, its mirror image
+      and copies shifted by a few pixels
     - how to look at the mistakes the network is most sure about
 
 Run it (after 05_train.py)
@@ -24,6 +25,8 @@ import shlex
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from tqdm import tqdm
 
 import checkpointing
 import common
@@ -49,8 +52,26 @@ def parse_args():
 
 
 # %% The evaluation loop ---------------------------------------------------------------------------
+# Test-time augmentation shifts each image by this many pixels, up, down, left and right: half the
+# largest shift of training's random crops (03_data.AUGMENT_PADDING, 4), so every shifted copy is
+# one of the crops the network trained on.
+TTA_SHIFT = 2
+
+
+def shifted_copies(images, shift=TTA_SHIFT):
+    """The batch (B, C, H, W) moved `shift` pixels up, down, left and right: four batches, each a
+    crop of the images padded by `shift` pixels that mirror the border ("reflect"), as training's
+    random crops are made (03_data.random_crop_and_flip)."""
+    padded = F.pad(images, (shift, shift, shift, shift), mode="reflect")
+    height, width = images.shape[2:]
+    # The crop whose top-left corner is at (shift, shift) is the image itself; the four corners
+    # below move it down, up, right and left.
+    corners = [(0, shift), (2 * shift, shift), (shift, 0), (shift, 2 * shift)]
+    return [padded[:, :, top:top + height, left:left + width] for top, left in corners]
+
+
 def predict(model, loader, device):
-    """Class probabilities for every image of `loader`, plain and with flip TTA.
+    """Class probabilities for every image of `loader`: plain, and with two kinds of TTA.
 
     Args:
         model: the trained network, on `device`.
@@ -59,25 +80,33 @@ def predict(model, loader, device):
         device: where the model is.
 
     Returns:
-        (probabilities, tta_probabilities): two float tensors (N, classes) on the CPU, one row
-        per image in the loader's order.
+        (plain, flip, shifts): three float tensors (N, classes) on the CPU, one row per image in
+        the loader's order: the probabilities of the image alone; averaged with its mirror image
+        (2 views); and averaged over those two and four shifted copies of each (10 views).
     """
     # Eval mode: batch-norm uses its training statistics, so an image's answer does not depend on
     # the other images of its batch. (08_predict.py uses torch.inference_mode, a stricter
     # no_grad; either is right for a loop that never trains.)
     model.eval()
-    plain, averaged = [], []
+    plain, flip, shifts = [], [], []
     with torch.no_grad():  # no gradients are needed to measure: saves memory and time
-        for images, _ in loader:
+        for images, _ in tqdm(loader, desc="test images", unit="batch", leave=False,
+                              disable=None):
             images = images.to(device, non_blocking=True)
             # softmax turns the scores (logits) into probabilities that add up to 1 (04_model.py).
             probabilities = model(images).softmax(dim=1)
             # Test-time augmentation: a mirrored cat is still a cat, and the network saw mirrored
             # images in training. Averaging the two predictions smooths out some of its quirks.
             mirrored = model(images.flip(dims=[3])).softmax(dim=1)  # dim 3 is the width
+            # The same again for four copies moved by 2 pixels, and their mirror images: the
+            # network trained on such crops too, so each copy is one more opinion.
+            total = probabilities + mirrored
+            for copy in shifted_copies(images):
+                total += model(copy).softmax(dim=1) + model(copy.flip(dims=[3])).softmax(dim=1)
             plain.append(probabilities.cpu())
-            averaged.append(((probabilities + mirrored) / 2).cpu())
-    return torch.cat(plain), torch.cat(averaged)
+            flip.append(((probabilities + mirrored) / 2).cpu())
+            shifts.append((total / 10).cpu())
+    return torch.cat(plain), torch.cat(flip), torch.cat(shifts)
 
 
 def confusion_matrix(predictions, labels, num_classes):
@@ -116,15 +145,18 @@ def main():
     # The test images normalised with the training images' statistics, saved in the checkpoint.
     test_loader = data.InMemoryLoader(images, labels, args.batch_size, device, config["mean"],
                                       config["std"])
-    probabilities, tta_probabilities = predict(model, test_loader, device)
+    probabilities, flip_probabilities, shift_probabilities = predict(model, test_loader, device)
 
     # ---- Overall accuracy, plain and with TTA --------------------------------------------------
     predictions = probabilities.argmax(dim=1)
     accuracy = (predictions == labels).float().mean().item()
-    tta_accuracy = (tta_probabilities.argmax(dim=1) == labels).float().mean().item()
+    flip_accuracy = (flip_probabilities.argmax(dim=1) == labels).float().mean().item()
+    shift_accuracy = (shift_probabilities.argmax(dim=1) == labels).float().mean().item()
     print(f"\nTest accuracy on {len(labels):,} images: {100 * accuracy:.2f}%")
-    print(f"With flip test-time augmentation:  {100 * tta_accuracy:.2f}% "
-          f"({100 * (tta_accuracy - accuracy):+.2f} points, for twice the compute)")
+    print(f"With flip test-time augmentation:  {100 * flip_accuracy:.2f}% "
+          f"({100 * (flip_accuracy - accuracy):+.2f} points, for twice the compute)")
+    print(f"With flips and 2-pixel shifts:     {100 * shift_accuracy:.2f}% "
+          f"({100 * (shift_accuracy - accuracy):+.2f} points, for ten times the compute)")
     if config.get("data") == "fake":
         print(f"(Random images with random labels: about {100 / len(classes):.0f}% is chance, "
               "and all any network can score here. This run only checks that the code runs.)")
@@ -168,7 +200,7 @@ def main():
             "checkpoint": str(args.checkpoint), "epoch": checkpoint["epoch"],
             "model_size": config["model"]["size"], "data": config.get("data"),
             "test_images": len(labels), "test_accuracy": accuracy,
-            "test_accuracy_tta": tta_accuracy,
+            "test_accuracy_tta": flip_accuracy, "test_accuracy_tta_shifts": shift_accuracy,
             "per_class_accuracy": dict(zip(classes, per_class.tolist())),
             "confusion_matrix": matrix.tolist(),
         }, indent=2)
@@ -180,7 +212,8 @@ def main():
     common.section("Summary: what you just did")
     print("""\
 - ran the test images through the network: eval mode, no gradients, each image once
-- measured the accuracy overall, with flip test-time augmentation, and class by class
+- measured the accuracy overall, with test-time augmentation (flips, then shifts too), and
+  class by class
 - counted which class is taken for which (the confusion matrix)""")
     # The next lessons should read this same checkpoint: named, unless it is their default.
     flag = ("" if args.checkpoint == common.CHECKPOINT_DIR / "best.pt"

@@ -1,10 +1,11 @@
-"""Ablation: what each part of 05_train.py's recipe buys, measured by switching it off.
+"""Ablation: what each part of 05_train.py's recipe buys, and what each change to it would buy.
 
 Every row trains the network from the same seed for the same number of epochs, with one part of
-the recipe switched off, and reports the test accuracy of its last epoch (and, for the first
-row, also with 06_evaluate.py's flip test-time augmentation). The last row is the network many
-beginner tutorials start with: two convolutions, ReLU, no batch-norm, trained with Adam on the
-plain images.
+the recipe switched off or changed, and reports the test accuracy of its last epoch: plain, with
+06_evaluate.py's flip test-time augmentation (2 views), and with its flips and 2-pixel shifts
+(10 views), and the seconds its training and validation took. The first rows switch a part off;
+the beginner's row is the network many tutorials start with: two convolutions, ReLU, no
+batch-norm, trained with Adam on the plain images.
 
     default            05_train.py as it is
     no augmentation    --no-augment: no random crops and flips
@@ -16,13 +17,25 @@ plain images.
     no batch-norm      every BatchNorm2d replaced by nn.Identity
     beginner's network two convolutions and Adam (lr 0.001), no augmentation or smoothing
 
+The other rows are the levers tried for time to accuracy (GUIDE.md, "Faster to the same
+accuracy"), each one change to the default:
+
+    crops-2            random crops shift by up to 2 pixels, not 4 (padding=2)
+    wide-last-block    the last block has 256 channels, not 128 (1.55 times the computation)
+    crops-2-wide       both of the above
+    batch-128          batches of 128 images (and the lr scaled to 0.15), twice the steps
+    bf16-cpu           the forward pass in bfloat16 on the CPU (torch.autocast); fast only on
+                       CPUs that compute bfloat16 natively (Intel AMX, from 2023's Xeons on)
+
 Run it
-    python benchmarks/ablation.py --data-dir data/cifar10-jpg --epochs 3
+    python benchmarks/ablation.py --data-dir data/cifar10-jpg --epochs 3   # the first 9 rows
+    python benchmarks/ablation.py --data-dir data/cifar10-jpg --epochs 10 \
+        --rows default crops-2 wide-last-block crops-2-wide batch-128 bf16-cpu
     python benchmarks/ablation.py --fake-data --epochs 1 --rows default beginner  # a check
     python benchmarks/ablation.py --help
 
 Writes the table as JSON to --json (default outputs/ablation.json) and prints it as Markdown.
-Rows run one after another; on a 2-core CPU each epoch takes a little over a minute.
+Rows run one after another; on a 2-core CPU each epoch of the default takes under a minute.
 """
 
 import json
@@ -49,6 +62,12 @@ ROWS = {"default": "default", "no-augment": "no augmentation",
         "no-smoothing": "no label smoothing", "no-weight-decay": "no weight decay",
         "no-warmup": "no warm-up", "no-decay": "no decay", "no-nesterov": "no Nesterov",
         "no-batch-norm": "no batch-norm", "beginner": "beginner's network"}
+# The levers (not run unless named in --rows).
+LEVERS = {"crops-2": "crops of up to 2 pixels", "wide-last-block": "last block 256 wide",
+          "crops-2-wide": "crops of 2 pixels, last block 256 wide", "batch-128": "batch of 128",
+          "bf16-cpu": "bfloat16 on the CPU"}
+WIDE_ROWS = (LEVERS["wide-last-block"], LEVERS["crops-2-wide"])
+SHORT_CROP_ROWS = (LEVERS["crops-2"], LEVERS["crops-2-wide"])
 
 
 class BeginnerNet(nn.Module):
@@ -73,8 +92,9 @@ def parse_args():
                                      "accuracies.", batch_size=256)
     parser.add_argument("--epochs", type=common.positive_int, default=3,
                         help="epochs per row (the same for every row)")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="ROW",
-                        help=f"the rows to run (default: all): {', '.join(ROWS)}")
+    parser.add_argument("--rows", nargs="+", choices=[*ROWS, *LEVERS], metavar="ROW",
+                        help=f"the rows to run (default: the first nine): {', '.join(ROWS)}; "
+                             f"and the levers: {', '.join(LEVERS)}")
     parser.add_argument("--lr", type=common.positive_float,
                         help="peak learning rate of the SGD rows (default: 05_train.py's for the "
                              "batch size, 0.3 for 256)")
@@ -86,6 +106,7 @@ def parse_args():
 def train_row(row, args, device, train, val, test, classes, mean, std):
     """Train one row's network from args.seed and return its test accuracy (plain, with TTA)."""
     common.seed_everything(args.seed)
+    batch_size = 128 if row == "batch of 128" else args.batch_size
     beginner = row == "beginner's network"
     augment = row not in ("no augmentation", "beginner's network")
     if beginner:
@@ -100,15 +121,21 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                 for name, child in block.named_children():
                     if isinstance(child, nn.BatchNorm2d):
                         setattr(block, name, nn.Identity())
-        lr = args.lr or training.default_lr(args.batch_size)
+        if row in WIDE_ROWS:
+            # A wider last block: 64 -> 256 channels, and the classifier reads 256 features.
+            model.blocks[2] = models.ConvBlock(64, 256).to(device,
+                                                           memory_format=torch.channels_last)
+            model.classifier = nn.Linear(256, len(classes), bias=False).to(device)
+        lr = args.lr or training.default_lr(batch_size)
         weight_decay = 0.0 if row == "no weight decay" else 5e-4
         optimizer = training.make_optimizer(model, lr, weight_decay)
         if row == "no Nesterov":
             for group in optimizer.param_groups:
                 group["nesterov"] = False
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.0 if row == "no label smoothing" else 0.2)
-    train_loader = data.InMemoryLoader(*train, args.batch_size, device, mean, std, shuffle=True,
-                                       augment=augment, drop_last=True)
+    padding = 2 if row in SHORT_CROP_ROWS else data.AUGMENT_PADDING
+    train_loader = data.InMemoryLoader(*train, batch_size, device, mean, std, shuffle=True,
+                                       augment=augment, padding=padding, drop_last=True)
     if not beginner:
         # 05's schedule reads these two constants when it is made: 1.0 turns the warm-up (or
         # the decay) into a flat line at the peak. They are put back at once.
@@ -121,7 +148,10 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
             scheduler = training.make_scheduler(optimizer, args.epochs * len(train_loader))
         finally:
             training.START_FACTOR, training.END_FACTOR = saved
-    val_loader = data.InMemoryLoader(*val, 2 * args.batch_size, device, mean, std)
+    val_loader = data.InMemoryLoader(*val, 2 * batch_size, device, mean, std)
+    # bfloat16 autocast on the CPU: convolutions and matrix products in bfloat16, as 05 does on
+    # a CUDA GPU (train_one_epoch's mixed_precision).
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=row == "bfloat16 on the CPU")
     history = {key: [] for key in ["epoch", "train_loss", "train_accuracy", "val_loss",
                                    "val_accuracy", "lr", "seconds"]}
     best, start = 0.0, time.perf_counter()
@@ -129,9 +159,10 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
         for epoch in range(1, args.epochs + 1):
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
-            train_loss, train_accuracy = training.train_one_epoch(
-                model, train_loader, loss_fn, optimizer, device, scheduler,
-                description=f"{row}, epoch {epoch}/{args.epochs}")
+            with autocast:
+                train_loss, train_accuracy = training.train_one_epoch(
+                    model, train_loader, loss_fn, optimizer, device, scheduler,
+                    description=f"{row}, epoch {epoch}/{args.epochs}")
             val_loss, val_accuracy = training.evaluate(model, val_loader, loss_fn, device)
             row_numbers = {"epoch": epoch, "train_loss": train_loss,
                            "train_accuracy": train_accuracy, "val_loss": val_loss,
@@ -149,22 +180,25 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
     except FloatingPointError as error:
         print(f"{row}: diverged ({error})")
         return {"row": row, "diverged": True, "seconds": time.perf_counter() - start}
-    test_loader = data.InMemoryLoader(*test, 2 * args.batch_size, device, mean, std)
-    plain, averaged = evaluation.predict(model, test_loader, device)
+    seconds = time.perf_counter() - start  # training and validation
+    test_loader = data.InMemoryLoader(*test, 2 * batch_size, device, mean, std)
+    plain, flip, shifts = evaluation.predict(model, test_loader, device)
     labels = test[1]
     return {"row": row, "diverged": False,
             "val_accuracy": history["val_accuracy"][-1],
             "test_accuracy": (plain.argmax(1) == labels).float().mean().item(),
-            "test_accuracy_tta": (averaged.argmax(1) == labels).float().mean().item(),
+            "test_accuracy_tta": (flip.argmax(1) == labels).float().mean().item(),
+            "test_accuracy_tta_shifts": (shifts.argmax(1) == labels).float().mean().item(),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": time.perf_counter() - start}
+            "seconds": seconds}
 
 
 def main():
     args = parse_args()
     common.seed_everything(args.seed)
     device = common.get_device(args.device)
-    rows = [label for name, label in ROWS.items() if args.rows is None or name in args.rows]
+    rows = ([label for name, label in {**ROWS, **LEVERS}.items() if name in args.rows]
+            if args.rows else list(ROWS.values()))
     train, val, classes = data.load_train_and_val(args.data_dir, args.fake_data)
     mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
     test_images, test_labels, _ = data.load_split(args.data_dir, "test", args.fake_data)
@@ -180,18 +214,18 @@ def main():
               "rows": results}
     text = json.dumps(report, indent=2)
     common.write_atomically(args.json, lambda file: file.write(text.encode()))
-    print("\n| recipe | test accuracy | change |\n|---|---|---|")
+    print("\n| recipe | test accuracy | change | flip TTA | flips + shifts | training time |\n"
+          "|---|---|---|---|---|---|")
     baseline = next((r["test_accuracy"] for r in results if r["row"] == "default"), None)
     for result in results:
         if result["diverged"]:
-            print(f"| {result['row']} | diverged | |")
+            print(f"| {result['row']} | diverged | | | | |")
             continue
         change = ("" if baseline is None or result["row"] == "default"
                   else f"{100 * (result['test_accuracy'] - baseline):+.2f}")
-        print(f"| {result['row']} | {100 * result['test_accuracy']:.2f}% | {change} |")
-        if result["row"] == "default":
-            print(f"| default + flip TTA | {100 * result['test_accuracy_tta']:.2f}% | "
-                  f"{100 * (result['test_accuracy_tta'] - baseline):+.2f} |")
+        print(f"| {result['row']} | {100 * result['test_accuracy']:.2f}% | {change} | "
+              f"{100 * result['test_accuracy_tta']:.2f}% | "
+              f"{100 * result['test_accuracy_tta_shifts']:.2f}% | {result['seconds']:.0f} s |")
     print(f"\nSaved {args.json}")
 
 

@@ -57,7 +57,7 @@ def main():
     model = checkpointing.model_from_checkpoint(checkpoint, "cpu")
     images, labels, _ = data.load_split(args.data_dir, "test", False, config["classes"])
     loader = data.InMemoryLoader(images, labels, 1000, "cpu", config["mean"], config["std"])
-    probabilities, _ = evaluation.predict(model, loader, "cpu")
+    probabilities, _, _ = evaluation.predict(model, loader, "cpu")
     top, predicted = probabilities.max(dim=1)
     right = predicted == labels
     print(f"{args.checkpoint}: {len(labels):,} test images, {100 * right.float().mean():.2f}% "

@@ -94,7 +94,7 @@ def test_05_06_and_08_give_the_same_answers_for_the_same_images(tmp_path):
 
     # 06: the test-set loop over 03's InMemoryLoader.
     loader = data.InMemoryLoader(images, labels, 5, "cpu", config["mean"], config["std"])
-    from_06, _ = evaluation.predict(model, loader, "cpu")
+    from_06, _, _ = evaluation.predict(model, loader, "cpu")
 
     # 08: image files (lossless PNG, already 32x32), read and shrunk as 08 reads any photo.
     paths = []

@@ -9,6 +9,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import common
 from conftest import REPO_DIR
@@ -59,6 +60,7 @@ def test_prints_the_key_lines(fake_evaluation):
     assert re.search(r"^Checkpoint: .*best\.pt \(epoch 1, model small", output, re.MULTILINE)
     assert re.search(r"^Test accuracy on 200 images: \d+\.\d\d%", output, re.MULTILINE)
     assert re.search(r"^With flip test-time augmentation: +\d+\.\d\d%", output, re.MULTILINE)
+    assert re.search(r"^With flips and 2-pixel shifts: +\d+\.\d\d%", output, re.MULTILINE)
     assert "Accuracy per class" in output
     for name in data.CIFAR10_CLASSES:  # one line per class
         assert re.search(rf"^  {name} +\d+\.\d\d%", output, re.MULTILINE), name
@@ -84,7 +86,7 @@ def test_numbers_agree_with_each_other_and_with_the_printout(fake_evaluation):
     for index, name in enumerate(classes):
         assert results["per_class_accuracy"][name] == pytest.approx(
             matrix[index][index] / max(1, sum(matrix[index])))
-    assert 0 <= results["test_accuracy_tta"] <= 1
+    assert 0 <= results["test_accuracy_tta"] <= 1 and 0 <= results["test_accuracy_tta_shifts"] <= 1
     printed = re.search(r"Test accuracy on 200 images: (\S+)%", fake_evaluation.result.stdout)
     assert float(printed.group(1)) == pytest.approx(100 * results["test_accuracy"], abs=0.006)
     assert results["epoch"] == 1 and results["model_size"] == "small" and results["data"] == "fake"
@@ -109,12 +111,50 @@ def test_plumbing_is_marked_as_skippable():
                      main[:main.index("args = parse_args()")], re.MULTILINE)
 
 
+# ---- Test-time augmentation: which copies, and how they are averaged -----------------------------
+def test_shifted_copies_move_the_image_two_pixels_each_way_with_a_mirrored_border():
+    evaluation = common.import_script("06_evaluate")
+    rows = torch.arange(8.0).view(1, 1, 8, 1).expand(1, 1, 8, 8)  # pixel value = its row
+    down, up, right, left = evaluation.shifted_copies(rows)
+    # Moved down: row r shows row r - 2; the two new top rows mirror rows 2 and 1.
+    assert down[0, 0, :, 0].tolist() == [2, 1, 0, 1, 2, 3, 4, 5]
+    assert up[0, 0, :, 0].tolist() == [2, 3, 4, 5, 6, 7, 6, 5]
+    columns = rows.transpose(2, 3)  # pixel value = its column
+    down, up, right, left = evaluation.shifted_copies(columns)
+    assert right[0, 0, 0].tolist() == [2, 1, 0, 1, 2, 3, 4, 5]
+    assert left[0, 0, 0].tolist() == [2, 3, 4, 5, 6, 7, 6, 5]
+    assert all(copy.shape == rows.shape for copy in (down, up, right, left))
+
+
+def test_predict_averages_two_and_ten_views():
+    evaluation = common.import_script("06_evaluate")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(5))
+    images = torch.randn(6, 3, 8, 8)
+    model(images)  # makes the lazy layer's weights
+    loader = [(images[:4], torch.zeros(4)), (images[4:], torch.zeros(2))]
+    plain, flip, shifts = evaluation.predict(model, loader, "cpu")
+    with torch.no_grad():
+        def probabilities(batch):
+            return model(batch).softmax(dim=1)
+        mirrored = probabilities(images.flip(3))
+        views = [probabilities(images), mirrored]
+        for copy in evaluation.shifted_copies(images):
+            views += [probabilities(copy), probabilities(copy.flip(3))]
+    assert torch.allclose(plain, views[0], atol=1e-6)
+    assert torch.allclose(flip, (views[0] + mirrored) / 2, atol=1e-6)
+    assert torch.allclose(shifts, sum(views) / 10, atol=1e-6)
+    assert torch.allclose(shifts.sum(dim=1), torch.ones(6))  # still probabilities
+
+
 # ---- A model that learned: high test accuracy ---------------------------------------------------
 def test_reports_high_accuracy_for_a_model_that_learned(easy_evaluation):
     results = results_of(easy_evaluation)
     assert results["test_images"] == 4 * 10
     assert results["test_accuracy"] >= 0.9, results
     assert results["test_accuracy_tta"] >= 0.9, results
+    assert results["test_accuracy_tta_shifts"] >= 0.9, results
     assert list(results["per_class_accuracy"]) == sorted(EASY_COLOURS)
     printed = re.search(r"Test accuracy on 40 images: (\S+)%", easy_evaluation.result.stdout)
     assert float(printed.group(1)) >= 90

@@ -2,6 +2,7 @@
 really off, and 05_train.py's recipe is left as it was."""
 
 import json
+import re
 
 import common
 from test_05_train import run_in_process
@@ -16,19 +17,29 @@ def test_rows_train_and_leave_the_recipe_as_it_was(tmp_path, capsys, monkeypatch
     numbers = tmp_path / "ablation.json"
     result = run_in_process(SCRIPT, "--fake-data", "--device", "cpu", "--epochs", 1,
                             "--rows", "default", "no-warmup", "no-batch-norm", "beginner",
+                            "crops-2-wide", "batch-128",
                             "--json", numbers, capsys=capsys, monkeypatch=monkeypatch)
     assert result.returncode == 0, result.stderr
     report = json.loads(numbers.read_text())
     rows = {row["row"]: row for row in report["rows"]}
-    assert list(rows) == ["default", "no warm-up", "no batch-norm", "beginner's network"]
+    assert list(rows) == ["default", "no warm-up", "no batch-norm", "beginner's network",
+                          "crops of 2 pixels, last block 256 wide", "batch of 128"]
     for row in rows.values():
-        assert not row["diverged"] and 0 <= row["test_accuracy"] <= 1
+        assert not row["diverged"]
+        for key in ("test_accuracy", "test_accuracy_tta", "test_accuracy_tta_shifts"):
+            assert 0 <= row[key] <= 1, (row["row"], key)
     # The switched-off part is really gone: batch-norm's scale and shift, 2 per channel of the
     # 7 batch-norms (16 + 2x32 + 2x64 + 2x128 channels).
     assert rows["default"]["parameters"] - rows["no batch-norm"]["parameters"] == 2 * 464
+    # The wider last block: its two convolutions, its batch-norms and the classifier grow from
+    # 128 to 256 channels.
+    wide = rows["crops of 2 pixels, last block 256 wide"]["parameters"]
+    assert wide - rows["default"]["parameters"] == (
+        (64 * 256 - 64 * 128) * 9 + (256 * 256 - 128 * 128) * 9 + 2 * 2 * 128 + 10 * 128)
     assert rows["beginner's network"]["parameters"] == (
         3 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 64 * 8 * 8 * 128 + 128 + 128 * 10 + 10)
-    # The printed table has every row, the default with flip TTA too.
-    for label in ["| default |", "| default + flip TTA |", "| no warm-up |", "| beginner's"]:
-        assert label in result.stdout
+    # The printed table has every row, each with its three accuracies and its time.
+    for label in ["default", "no warm-up", "beginner's network", "batch of 128"]:
+        assert re.search(rf"^\| {label} \| \d+\.\d\d% \|.*\| \d+\.\d\d% \| \d+\.\d\d% \| \d+ s \|$",
+                         result.stdout, re.MULTILINE), label
     assert (training.START_FACTOR, training.END_FACTOR) == recipe
