@@ -215,8 +215,8 @@ def make_optimizer(model, lr, weight_decay=5e-4, momentum=MOMENTUM):
         lr=lr, momentum=momentum, nesterov=True)
 
 
-def make_scheduler(optimizer, total_steps):
-    """Warm up linearly from START_FACTOR x lr to lr, then decay linearly to END_FACTOR x lr.
+def make_scheduler(optimizer, total_steps, start_factor=START_FACTOR, end_factor=END_FACTOR):
+    """Warm up linearly from start_factor x lr to lr, then decay linearly to end_factor x lr.
 
     A randomly initialised network is fragile: full-size steps at the start can throw it into a
     bad region, so the learning rate starts low (warm-up). Later, large steps bounce around the
@@ -226,6 +226,8 @@ def make_scheduler(optimizer, total_steps):
         optimizer: the optimizer whose learning rate is scheduled.
         total_steps: how many times scheduler.step() will be called in the whole run: once per
             batch, so epochs x batches per epoch.
+        start_factor, end_factor: where the warm-up starts and the decay ends, as fractions of
+            the peak (1.0 for either makes that part a flat line at the peak).
 
     Returns:
         A LambdaLR scheduler: it multiplies the optimizer's lr by lr_factor(step).
@@ -234,9 +236,9 @@ def make_scheduler(optimizer, total_steps):
 
     def lr_factor(step):
         if step < warmup_steps:
-            return START_FACTOR + (1 - START_FACTOR) * step / warmup_steps
+            return start_factor + (1 - start_factor) * step / warmup_steps
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 1 - (1 - END_FACTOR) * progress
+        return 1 - (1 - end_factor) * progress
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 

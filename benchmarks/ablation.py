@@ -11,10 +11,11 @@ batch-norm, trained with Adam on the plain images.
     no augmentation    --no-augment: no random crops and flips
     no label smoothing --label-smoothing 0
     no weight decay    --weight-decay 0
-    no warm-up         the learning rate starts at its peak (START_FACTOR = 1)
-    no decay           the learning rate stays at its peak after the warm-up (END_FACTOR = 1)
+    no warm-up         the learning rate starts at its peak (start_factor=1.0)
+    no decay           the learning rate stays at its peak after the warm-up (end_factor=1.0)
     no Nesterov        plain momentum instead of Nesterov's
-    no batch-norm      every BatchNorm2d replaced by nn.Identity
+    no batch-norm      every BatchNorm2d replaced by nn.Identity (the convolutions have no
+                       bias, so this also takes away every shift batch-norm added)
     beginner's network two convolutions and Adam (lr 0.001), no augmentation or smoothing
 
 The other rows are the levers tried for time to accuracy (GUIDE.md, "Faster to the same
@@ -23,9 +24,11 @@ accuracy"), each one change to the default:
     crops-2            random crops shift by up to 2 pixels, not 4 (padding=2)
     wide-last-block    the last block has 256 channels, not 128 (1.55 times the computation)
     crops-2-wide       both of the above
-    batch-128          batches of 128 images (and the lr scaled to 0.15), twice the steps
-    bf16-cpu           the forward pass in bfloat16 on the CPU (torch.autocast); fast only on
-                       CPUs that compute bfloat16 natively (Intel AMX, from 2023's Xeons on)
+    batch-128          batches of 128 images, twice the steps (the lr scaled to 0.15 unless
+                       --lr is given)
+    bf16-cpu           the forward pass in bfloat16 on the CPU (torch.autocast; --device cpu
+                       only); fast only on CPUs with bfloat16 instructions (Intel's AMX, in
+                       Xeons from 2023 on), slower on the others
 
 Run it
     python benchmarks/ablation.py --data-dir data/cifar10-jpg --epochs 3   # the first 9 rows
@@ -86,6 +89,20 @@ class BeginnerNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class Bfloat16Forward(nn.Module):
+    """Runs a model's forward pass under bfloat16 autocast on the CPU and hands back float32
+    scores, so the loss, the backward pass and the optimizer step stay outside autocast (as in
+    05's train_one_epoch on CUDA). Its weights are the model's own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(images).float()
+
+
 def parse_args():
     parser = common.make_data_parser("Train the network once per row, each with one part of "
                                      "05_train.py's recipe switched off, and compare test "
@@ -96,8 +113,8 @@ def parse_args():
                         help=f"the rows to run (default: the first nine): {', '.join(ROWS)}; "
                              f"and the levers: {', '.join(LEVERS)}")
     parser.add_argument("--lr", type=common.positive_float,
-                        help="peak learning rate of the SGD rows (default: 05_train.py's for the "
-                             "batch size, 0.3 for 256)")
+                        help="peak learning rate of every SGD row, whatever its batch size "
+                             "(default: 05_train.py's for the row's batch size, 0.3 for 256)")
     parser.add_argument("--json", type=Path, default=common.OUTPUT_DIR / "ablation.json",
                         help="where to write the results")
     return common.parse_args(parser)
@@ -126,6 +143,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
             model.blocks[2] = models.ConvBlock(64, 256).to(device,
                                                            memory_format=torch.channels_last)
             model.classifier = nn.Linear(256, len(classes), bias=False).to(device)
+            print(f"This row's model: {sum(p.numel() for p in model.parameters()):,} parameters")
         lr = args.lr or training.default_lr(batch_size)
         weight_decay = 0.0 if row == "no weight decay" else 5e-4
         optimizer = training.make_optimizer(model, lr, weight_decay)
@@ -137,21 +155,17 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
     train_loader = data.InMemoryLoader(*train, batch_size, device, mean, std, shuffle=True,
                                        augment=augment, padding=padding, drop_last=True)
     if not beginner:
-        # 05's schedule reads these two constants when it is made: 1.0 turns the warm-up (or
-        # the decay) into a flat line at the peak. They are put back at once.
-        saved = training.START_FACTOR, training.END_FACTOR
-        if row == "no warm-up":
-            training.START_FACTOR = 1.0
-        if row == "no decay":
-            training.END_FACTOR = 1.0
-        try:
-            scheduler = training.make_scheduler(optimizer, args.epochs * len(train_loader))
-        finally:
-            training.START_FACTOR, training.END_FACTOR = saved
+        # 1.0 turns the warm-up (or the decay) into a flat line at the peak.
+        scheduler = training.make_scheduler(
+            optimizer, args.epochs * len(train_loader),
+            start_factor=1.0 if row == "no warm-up" else training.START_FACTOR,
+            end_factor=1.0 if row == "no decay" else training.END_FACTOR)
     val_loader = data.InMemoryLoader(*val, 2 * batch_size, device, mean, std)
-    # bfloat16 autocast on the CPU: convolutions and matrix products in bfloat16, as 05 does on
-    # a CUDA GPU (train_one_epoch's mixed_precision).
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=row == "bfloat16 on the CPU")
+    first_lr = optimizer.param_groups[0]["lr"]  # what the first step uses
+    if row == "bfloat16 on the CPU":
+        # Convolutions and matrix products in bfloat16, as 05 runs them on a CUDA GPU; the model
+        # itself (and so its parameter count) stays as it is.
+        model = Bfloat16Forward(model)
     history = {key: [] for key in ["epoch", "train_loss", "train_accuracy", "val_loss",
                                    "val_accuracy", "lr", "seconds"]}
     best, start = 0.0, time.perf_counter()
@@ -159,10 +173,9 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
         for epoch in range(1, args.epochs + 1):
             torch.manual_seed(args.seed + epoch)
             epoch_start = time.perf_counter()
-            with autocast:
-                train_loss, train_accuracy = training.train_one_epoch(
-                    model, train_loader, loss_fn, optimizer, device, scheduler,
-                    description=f"{row}, epoch {epoch}/{args.epochs}")
+            train_loss, train_accuracy = training.train_one_epoch(
+                model, train_loader, loss_fn, optimizer, device, scheduler,
+                description=f"{row}, epoch {epoch}/{args.epochs}")
             val_loss, val_accuracy = training.evaluate(model, val_loader, loss_fn, device)
             row_numbers = {"epoch": epoch, "train_loss": train_loss,
                            "train_accuracy": train_accuracy, "val_loss": val_loss,
@@ -190,6 +203,7 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
             "test_accuracy_tta": (flip.argmax(1) == labels).float().mean().item(),
             "test_accuracy_tta_shifts": (shifts.argmax(1) == labels).float().mean().item(),
             "parameters": sum(p.numel() for p in model.parameters()),
+            "batch_size": batch_size, "first_lr": first_lr, "last_lr": history["lr"][-1],
             "seconds": seconds}
 
 
@@ -199,6 +213,9 @@ def main():
     device = common.get_device(args.device)
     rows = ([label for name, label in {**ROWS, **LEVERS}.items() if name in args.rows]
             if args.rows else list(ROWS.values()))
+    if LEVERS["bf16-cpu"] in rows and device.type != "cpu":
+        raise common.UserError(f"the bf16-cpu row measures bfloat16 on the CPU, not on {device}; "
+                               "run it with --device cpu.")
     train, val, classes = data.load_train_and_val(args.data_dir, args.fake_data)
     mean, std = data.normalization_statistics(train.images, args.data_dir, args.fake_data)
     test_images, test_labels, _ = data.load_split(args.data_dir, "test", args.fake_data)
