@@ -22,7 +22,7 @@ The other rows are the levers tried for time to accuracy (GUIDE.md, "Faster to t
 accuracy"), each one change to the default:
 
     crops-2            random crops shift by up to 2 pixels, not 4 (padding=2)
-    wide-last-block    the last block has 256 channels, not 128 (1.55 times the computation)
+    wide-last-block    the last block has 256 channels, not 128 (1.54 times the multiply-adds)
     crops-2-wide       both of the above
     batch-128          batches of 128 images, twice the steps (the lr scaled to 0.15 unless
                        --lr is given)
