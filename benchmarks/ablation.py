@@ -139,9 +139,11 @@ def train_row(row, args, device, train, val, test, classes, mean, std):
                     if isinstance(child, nn.BatchNorm2d):
                         setattr(block, name, nn.Identity())
         if row in WIDE_ROWS:
-            # A wider last block: 64 -> 256 channels, and the classifier reads 256 features.
-            model.blocks[2] = models.ConvBlock(64, 256).to(device,
-                                                           memory_format=torch.channels_last)
+            # A wider last block: the same input (64 channels), 256 out instead of 128, and the
+            # classifier reads 256 features.
+            block_input = model.blocks[2].conv1.in_channels
+            model.blocks[2] = models.ConvBlock(block_input, 256).to(
+                device, memory_format=torch.channels_last)
             model.classifier = nn.Linear(256, len(classes), bias=False).to(device)
             print(f"This row's model: {sum(p.numel() for p in model.parameters()):,} parameters")
         lr = args.lr or training.default_lr(batch_size)
