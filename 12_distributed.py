@@ -286,9 +286,18 @@ def mean_over_processes(mean_loss, accuracy, count, device):
 def stop_if_a_process_is_lost():
     """If another process dies (killed, out of memory, its machine gone), the next exchange with
     it fails in this one with an error from the backend ("Connection reset by peer"). Say so in
-    one line, then stop as Ctrl-C does: rank 0 prints the command that resumes the run."""
+    one line, then stop as Ctrl-C does: rank 0 prints the command that resumes the run.
+
+    torchrun may be quicker than the backend: it sees the process die, and stops the others with
+    SIGTERM (which stop_cleanly turns into a KeyboardInterrupt("SIGTERM")). That is said too."""
     try:
         yield
+    except KeyboardInterrupt as stop:
+        if stop.args == ("SIGTERM",):
+            print("\nThis process was told to stop (SIGTERM): torchrun does that when another "
+                  "process of the run stops, and so do a shutdown and a time limit.",
+                  file=sys.stderr)
+        raise
     except RuntimeError as error:
         if not (isinstance(error, getattr(dist, "DistError", ())) or re.search(
                 r"connection (reset|closed)|broken pipe|peer", str(error), re.IGNORECASE)):

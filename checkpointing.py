@@ -450,7 +450,7 @@ class TrainingRun:
                 command line with --resume added.
         """
         def stop_like_ctrl_c(signal_number, frame):
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("SIGTERM")  # the argument says which signal it was
 
         # SIGTERM is what a shutdown, `kill`, or a cluster's time limit sends.
         try:
