@@ -294,7 +294,10 @@ def write_atomically(path, write):
     be) is a UserError that says what was kept.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Several processes (12's, even on several machines sharing a disk) may write the same file
+    # at once: each through a temporary file of its own, named after its process and 8 random
+    # hex digits (two machines can have processes of the same number).
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as file:

@@ -36,6 +36,7 @@ open_image does on the way from a file to the image the network is shown:
     sentence that names it.
 """
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -46,7 +47,7 @@ import PIL.ImageOps
 import torch
 from torchvision import datasets
 
-from common import UserError
+from common import UserError, write_atomically
 
 DECODE_SIZE = 256  # a large image is read with its shorter side between 256 and 511 pixels
 MAX_ASPECT_RATIO = 16  # a longer side beyond 16x the shorter one is cut, keeping the middle
@@ -248,15 +249,61 @@ def shrink(image, size=IMAGE_SIZE):
     return pixels.unsqueeze(0) if pixels.ndim == 2 else pixels.permute(2, 0, 1)
 
 
+# Decoding CIFAR-10's 60,000 small JPEG files takes 7 to 23 s, every run. So read_image_folder
+# keeps what it decoded in one file inside the folder, and the next run reads that back in about
+# a second, as long as the folder still lists the same files in the same class folders, each of
+# the same size and times of last change. Change, add or remove an image and the folder is
+# decoded again. Delete the file to free its space (3 KB per image), or to decode again whatever
+# happened; ImageFolder ignores it, as it ignores every file that is not in a class subfolder.
+DECODED_NAME = f"decoded-{IMAGE_SIZE}x{IMAGE_SIZE}.pt"
+DECODED_VERSION = 1  # raise it when open_image or shrink changes what an image becomes
+
+
+def folder_fingerprint(folder, samples, classes):
+    """A short hash of everything that decides what read_image_folder returns: every file's
+    path within `folder`, size, times of last change and class; the class names; and how files
+    are decoded (the settings above, Pillow's version)."""
+    digest = hashlib.sha256(f"{DECODED_VERSION} {IMAGE_SIZE} {DECODE_SIZE} {MAX_ASPECT_RATIO} "
+                            f"Pillow {PIL.__version__} {classes}".encode())
+    for path, label in samples:
+        info = os.stat(path)
+        relative = os.path.relpath(path, folder)
+        # st_mtime: when the content last changed, as the file says (copies may keep it);
+        # st_ctime: when the file itself last changed here, which nothing can set back.
+        digest.update(f"\n{relative}\t{info.st_size}\t{info.st_mtime_ns}\t{info.st_ctime_ns}"
+                      f"\t{label}".encode())
+    return digest.hexdigest()
+
+
+def read_decoded(path, fingerprint):
+    """The (images, labels) saved in `path` if it was made from a folder of this fingerprint;
+    None if it is stale or unreadable (then the folder is decoded again), saying so."""
+    try:
+        saved = torch.load(path, weights_only=True)  # a dict of two tensors and a string
+        if saved["fingerprint"] == fingerprint:
+            return saved["images"], saved["labels"]
+        why = "was made before an image was added, removed or changed"
+    except Exception as error:  # cut short, or not ours: decoding again is always right
+        why = f"could not be read ({type(error).__name__})"
+    print(f"Decoding the images again: {path} {why}.")
+    return None
+
+
 def read_image_folder(folder):
     """Every image of an ImageFolder tree (one subfolder per class) as (images, labels, classes),
     each image shrunk to 32x32 as it is read, so memory grows with the number of images, not their
-    pixels. open_image reads any format (08_predict.py reads your photos with it)."""
+    pixels. open_image reads any format (08_predict.py reads your photos with it). What it
+    decodes is kept in `folder`/DECODED_NAME for the next run (see above)."""
     try:
         # ImageFolder lists the files and names the classes (the subfolders, sorted).
         dataset = datasets.ImageFolder(folder)
+        fingerprint = folder_fingerprint(folder, dataset.samples, dataset.classes)
     except (FileNotFoundError, OSError) as error:
         raise UserError(f"could not read images from {folder}: {error}") from None
+    decoded_path = Path(folder) / DECODED_NAME
+    decoded = read_decoded(decoded_path, fingerprint) if decoded_path.exists() else None
+    if decoded is not None:
+        return *decoded, tuple(dataset.classes)
     images, labels = [], []
     for path, label in dataset.samples:
         try:
@@ -265,7 +312,17 @@ def read_image_folder(folder):
             raise UserError(f"{error} Remove or replace it, and run again.") from None
         images.append(shrink(image))
         labels.append(label)
-    return torch.stack(images), torch.tensor(labels), tuple(dataset.classes)
+    images, labels = torch.stack(images), torch.tensor(labels)
+    saved = {"fingerprint": fingerprint, "images": images, "labels": labels}
+    try:
+        write_atomically(decoded_path, lambda file: torch.save(saved, file))
+        print(f"Kept the {len(labels):,} decoded images in {decoded_path} "
+              f"({images.numel() / 1e6:.0f} MB) for the next run.")
+    except UserError as error:  # a read-only folder, a full disk: this run goes on regardless
+        # write_atomically's UserError: "could not write PATH (why); what was kept. Advice."
+        print(f"Note: {str(error).rsplit('; ', 1)[0]}, so the next run decodes the images "
+              "again.")
+    return images, labels, tuple(dataset.classes)
 
 
 def read_fake_data(split):

@@ -4,6 +4,7 @@ large image is decoded at a reduced size, a long strip is cut to its middle (wha
 at most about a million pixels, whatever the file), and a bad file (in a training folder too) or
 one that is not a regular file is one sentence that names it."""
 
+import errno
 import os
 import sys
 
@@ -12,6 +13,7 @@ import PIL.Image
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from torchvision import datasets
 
 import checkpointing
 import common
@@ -202,6 +204,72 @@ def test_an_oversized_png_in_a_training_folder_is_one_sentence(tmp_path, monkeyp
     (tmp_path / "blue" / "huge.png").unlink()
     images, labels, classes = data.read_image_folder(tmp_path)
     assert images.shape == (4, 3, 32, 32) and classes == ("blue", "red")
+
+
+# ---- The decoded images kept for the next run -----------------------------------------------
+def test_a_folder_s_decoded_images_are_read_back_unless_its_files_change(tmp_path, capsys,
+                                                                           monkeypatch):
+    write_folder(tmp_path)
+    first = data.read_image_folder(tmp_path)
+    kept = tmp_path / image_files.DECODED_NAME
+    assert kept.is_file() and "Kept the 4 decoded images in" in capsys.readouterr().out
+    # Read back, not decoded: with every file unreadable, the same tensors come back.
+    def refuse(path, mode="RGB"):
+        raise AssertionError(f"{path} was decoded again")
+    with monkeypatch.context() as patch:
+        patch.setattr(image_files, "open_image", refuse)
+        again = data.read_image_folder(tmp_path)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    assert again[2] == first[2] == ("blue", "red")  # the kept file is not taken for a class
+    # A changed image (another size, so its file's size changes), an added one and a removed
+    # one are each seen: the folder is decoded again, and what is kept is replaced.
+    Image.new("RGB", (50, 30), (0, 255, 0)).save(tmp_path / "red" / "0.png")
+    capsys.readouterr()
+    changed = data.read_image_folder(tmp_path)
+    assert capsys.readouterr().out.startswith(
+        f"Decoding the images again: {kept} was made before an image was added, removed or "
+        "changed.\nKept the 4 decoded images in")
+    assert torch.equal(changed[0][2], torch.tensor([0, 255, 0], dtype=torch.uint8)
+                       .view(3, 1, 1).expand(3, 32, 32))
+    Image.new("RGB", (40, 40), (9, 9, 9)).save(tmp_path / "red" / "2.png")
+    assert len(data.read_image_folder(tmp_path)[1]) == 5
+    (tmp_path / "blue" / "1.png").unlink()
+    images, labels, _ = data.read_image_folder(tmp_path)
+    assert len(labels) == 4 and labels.tolist() == [0, 1, 1, 1]
+    assert torch.equal(data.read_image_folder(tmp_path)[0], images)
+
+
+def test_a_damaged_or_unwritable_kept_file_only_means_decoding_again(tmp_path, capsys,
+                                                                      monkeypatch):
+    write_folder(tmp_path)
+    kept = tmp_path / image_files.DECODED_NAME
+    first = data.read_image_folder(tmp_path)
+    kept.write_bytes(kept.read_bytes()[:100])  # cut short, as by a crash without the rename
+    capsys.readouterr()
+    assert torch.equal(data.read_image_folder(tmp_path)[0], first[0])
+    assert capsys.readouterr().out.startswith(f"Decoding the images again: {kept} could not be "
+                                              "read (")
+    # The same files with another Pillow (or other decoding settings) are decoded again too.
+    folder = datasets.ImageFolder(tmp_path)
+    def fingerprint():
+        return image_files.folder_fingerprint(tmp_path, folder.samples, folder.classes)
+    assert image_files.read_decoded(kept, fingerprint()) is not None
+    monkeypatch.setattr(image_files.PIL, "__version__", "0.0")
+    assert image_files.read_decoded(kept, fingerprint()) is None
+    monkeypatch.undo()
+    assert image_files.read_decoded(kept, "any") is None
+    # Where it cannot be written (here a full disk; a read-only folder alike), the images still
+    # come back, with one line that says what happens next time, and nothing is left behind.
+    kept.unlink()
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(torch, "save", disk_full)
+    capsys.readouterr()
+    assert torch.equal(data.read_image_folder(tmp_path)[0], first[0])
+    printed = capsys.readouterr().out
+    assert printed == (f"Note: could not write {kept} (No space left on device), so the next "
+                       "run decodes the images again.\n"), printed
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["blue", "red"]
 
 
 def test_missing_file_and_folder_are_one_sentence_each(tmp_path):
