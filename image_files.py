@@ -282,7 +282,8 @@ def read_decoded(path, fingerprint):
         saved = torch.load(path, weights_only=True)  # a dict of two tensors and a string
         if saved["fingerprint"] == fingerprint:
             return saved["images"], saved["labels"]
-        why = "was made before an image was added, removed or changed"
+        why = ("no longer matches the folder (an image was added, removed or changed, or "
+               "Pillow or the decoding settings were)")
     except Exception as error:  # cut short, or not ours: decoding again is always right
         why = f"could not be read ({type(error).__name__})"
     print(f"Decoding the images again: {path} {why}.")

@@ -227,8 +227,9 @@ def test_a_folder_s_decoded_images_are_read_back_unless_its_files_change(tmp_pat
     capsys.readouterr()
     changed = data.read_image_folder(tmp_path)
     assert capsys.readouterr().out.startswith(
-        f"Decoding the images again: {kept} was made before an image was added, removed or "
-        "changed.\nKept the 4 decoded images in")
+        f"Decoding the images again: {kept} no longer matches the folder (an image was added, "
+        "removed or changed, or Pillow or the decoding settings were).\nKept the 4 decoded "
+        "images in")
     assert torch.equal(changed[0][2], torch.tensor([0, 255, 0], dtype=torch.uint8)
                        .view(3, 1, 1).expand(3, 32, 32))
     Image.new("RGB", (40, 40), (9, 9, 9)).save(tmp_path / "red" / "2.png")
