@@ -1,6 +1,7 @@
 """Plumbing for reading image files of any format, mode and size: the code that 03_data.py
 (training on a folder of your own images) and 08_predict.py (classifying your photos) share;
-and, at the end, the checks that make 03's in-memory pipeline refuse wrong inputs.
+a folder's decoded images, kept in a file for the next run (read_image_folder); and, at the end,
+the checks that make 03's in-memory pipeline refuse wrong inputs.
 
 It is Pillow, not PyTorch, and you never need to open this file to follow a lesson. What
 open_image does on the way from a file to the image the network is shown:
