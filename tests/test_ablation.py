@@ -19,14 +19,15 @@ def test_rows_train_and_leave_the_recipe_as_it_was(tmp_path, capsys, monkeypatch
     numbers = tmp_path / "ablation.json"
     result = run_in_process(SCRIPT, "--fake-data", "--device", "cpu", "--epochs", 1,
                             "--rows", "default", "no-warmup", "no-decay", "no-batch-norm",
-                            "beginner", "crops-2-wide", "batch-128", "bf16-cpu",
+                            "beginner", "crops-2-wide", "batch-128", "bf16-cpu", "wide-bf16-cpu",
                             "--json", numbers, capsys=capsys, monkeypatch=monkeypatch)
     assert result.returncode == 0, result.stderr
     report = json.loads(numbers.read_text())
     rows = {row["row"]: row for row in report["rows"]}
     assert list(rows) == ["default", "no warm-up", "no decay", "no batch-norm",
                           "beginner's network", "crops of 2 pixels, last block 256 wide",
-                          "batch of 128", "bfloat16 on the CPU"]
+                          "batch of 128", "bfloat16 on the CPU",
+                          "last block 256 wide, bfloat16 on the CPU"]
     for row in rows.values():
         assert not row["diverged"]
         for key in ("test_accuracy", "test_accuracy_tta", "test_accuracy_tta_shifts"):
@@ -52,6 +53,7 @@ def test_rows_train_and_leave_the_recipe_as_it_was(tmp_path, capsys, monkeypatch
     wide = rows["crops of 2 pixels, last block 256 wide"]["parameters"]
     assert wide - rows["default"]["parameters"] == (
         (64 * 256 - 64 * 128) * 9 + (256 * 256 - 128 * 128) * 9 + 2 * 2 * 128 + 10 * 128)
+    assert rows["last block 256 wide, bfloat16 on the CPU"]["parameters"] == wide
     assert rows["beginner's network"]["parameters"] == (
         3 * 32 * 9 + 32 + 32 * 64 * 9 + 64 + 64 * 8 * 8 * 128 + 128 + 128 * 10 + 10)
     # The printed table has every row, each with its three accuracies and its time.
