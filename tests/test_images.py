@@ -330,8 +330,8 @@ def test_what_open_image_returns_is_bounded_whatever_the_shape(tmp_path, mode, s
 
 
 def test_a_long_strip_still_gives_the_network_its_middle_square(tmp_path):
-    # The network sees the middle square (03_image_files.shrink), and the cut keeps it and more on each
-    # side: what the network gets is the whole strip's middle square, scaled to 32x32 (with its
+    # The network sees the middle square (image_files.shrink), and the cut keeps it and more on
+    # each side: what the network gets is the whole strip's middle square, scaled to 32x32 (with its
     # neighbours in the bilinear filter's reach). Not compared with shrinking the whole strip:
     # torchvision's Resize rounds the longer side down, which moves its "centre" crop of a long
     # strip off the centre by pixels.
